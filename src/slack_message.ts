@@ -153,7 +153,7 @@ export interface SlackHeaderBlock {
  *
  * const block: SlackSectionBlock = {
  *   type: "section",
- *   text: { type: "mrkdwn", text: "```boom```", verbatim: true },
+ *   text: { type: "mrkdwn", text: "*Traceback*", verbatim: true },
  * };
  * ```
  */

@@ -76,6 +76,9 @@ const MAX_ANSWER_BYTES = 64 * 1024;
 const ANSWER_WORD_REGEXP = /^[\w.:-]{1,100}$/;
 /** `Retry-After` as delay-seconds. */
 const RETRY_AFTER_SECONDS_REGEXP = /^\d{1,9}$/;
+/** `Retry-After` as an HTTP date (IMF-fixdate, RFC 9110). */
+const RETRY_AFTER_DATE_REGEXP =
+  /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 /** Loopback host names, the only ones allowed with plain `http:`. */
 const LOOPBACK_HOST_REGEXP = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
 
@@ -350,6 +353,7 @@ function parseRetryAfter(value: string | null): number | undefined {
   if (value === null) return undefined;
   const text = value.trim();
   if (RETRY_AFTER_SECONDS_REGEXP.test(text)) return Number(text);
+  if (!RETRY_AFTER_DATE_REGEXP.test(text)) return undefined;
   const date = Date.parse(text);
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, Math.ceil((date - Date.now()) / 1000));

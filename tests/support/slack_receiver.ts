@@ -2,7 +2,7 @@
  * A stand-in for Slack's incoming webhooks in tests: a real HTTP server on
  * `127.0.0.1` (a free port) that records every request and answers as told:
  * `"ok"` (200 `ok`, like Slack), `"fail500"` (500), `"stall"` (never answers
- * until the client gives up or the receiver closes), or a given status such
+ * until the receiver closes), or a given status such
  * as `{ status: 429, retryAfter: 30 }` (with `Retry-After`).
  *
  * @module
@@ -131,7 +131,6 @@ export async function startSlackReceiver(
   const path = options.path ?? `/services/T0TEST/B0TEST/${secret}`;
   const requests: SlackReceivedRequest[] = [];
   const waiters = new Set<() => void>();
-  const releases = new Set<() => void>();
   const closing = Promise.withResolvers<void>();
   let closed: Promise<void> | undefined;
 
@@ -156,12 +155,8 @@ export async function startSlackReceiver(
 
     const current = mode;
     if (current === "stall") {
-      // Never answer: wait until the client goes away or the receiver closes.
-      const { promise, resolve } = Promise.withResolvers<void>();
-      releases.add(resolve);
-      request.signal.addEventListener("abort", () => resolve(), { once: true });
-      await Promise.race([promise, closing.promise]);
-      releases.delete(resolve);
+      // Never answer until the receiver closes (even if the client gave up).
+      await closing.promise;
       return new Response("stalled", { status: 503 });
     }
     if (current === "ok") return new Response("ok");
@@ -191,7 +186,6 @@ export async function startSlackReceiver(
   const close = (): Promise<void> => {
     closed ??= (async () => {
       closing.resolve();
-      for (const release of [...releases]) release();
       await server.shutdown();
     })();
     return closed;
