@@ -419,6 +419,9 @@ const UNSAFE_LINK_REGEXP = /[\s<>|]/;
 /** Backticks, which would close inline code or a code block. */
 const BACKTICK_REGEXP = /`/g;
 
+/** How much of a string {@linkcode clean} looks at (more than any budget). */
+const MAX_CLEANED = 4000;
+
 /** How {@linkcode clean} treats line breaks and backticks. */
 interface CleanMode {
   /** Keep `\n` and `\t` (code blocks); else they become spaces. */
@@ -442,8 +445,15 @@ function asText(value: unknown): string {
 }
 
 /** Makes untrusted text safe to show (before escaping and cutting). */
-function clean(text: string, mode: CleanMode): string {
-  let out = text.toWellFormed()
+function clean(text: string, mode: CleanMode, keepEnd = false): string {
+  // No budget exceeds 3000 characters, so longer input is cut first, which
+  // bounds the work on hostile input; `fit` still adds the `…`.
+  const cut = text.length <= MAX_CLEANED
+    ? text
+    : keepEnd
+    ? text.slice(-MAX_CLEANED)
+    : text.slice(0, MAX_CLEANED);
+  let out = cut.toWellFormed()
     .replace(LINE_BREAK_REGEXP, "\n")
     .replace(BIDI_CONTROL_REGEXP, "\uFFFD")
     .replace(CONTROL_REGEXP, "")
@@ -531,7 +541,7 @@ function frameLine(frame: unknown): string {
   // The end of a long path and the position matter most: cut the path's start.
   const suffix = fit(clean(`${line} in ${fun}`, INLINE_CODE), 120);
   return fitEnd(
-    clean(filename, INLINE_CODE),
+    clean(filename, INLINE_CODE, true),
     SLACK_LIMITS.frameLine - suffix.length,
   ) + suffix;
 }
