@@ -1,0 +1,623 @@
+/**
+ * The embedded storage engine: one SQLite file through `node:sqlite`, in WAL
+ * mode, with versioned migrations, prepared statements and group commit.
+ *
+ * Writes are queued and run together in one transaction per event-loop turn
+ * (group commit); each write runs inside its own savepoint, so one failing
+ * write never undoes another. A write's promise resolves after the COMMIT
+ * returned, so the HTTP layer acknowledges only committed reports.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { TracebackFrame } from "../types.ts";
+import {
+  type AddReportInput,
+  type AddReportResult,
+  type DailyCount,
+  type DailyCountQuery,
+  type NotebookSummary,
+  type PageQuery,
+  payloadHash,
+  type PruneOptions,
+  type PruneResult,
+  type ReportQuery,
+  type Storage,
+  type StoredReport,
+  type StoredUsage,
+  utcDay,
+} from "./storage.ts";
+
+/**
+ * One schema migration. Versions are applied in order, each in its own
+ * transaction, and recorded in `schema_migrations`.
+ *
+ * @example Usage
+ * ```ts
+ * import { type Migration, SQLITE_MIGRATIONS } from "./sqlite_storage.ts";
+ *
+ * const latest: Migration = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]!;
+ * console.log(latest.version);
+ * ```
+ */
+export interface Migration {
+  /** The version this migration brings the schema to (1, 2, …). */
+  version: number;
+  /** A short description. */
+  name: string;
+  /** The SQL that applies it. */
+  sql: string;
+}
+
+/**
+ * The SQLite schema's migrations, oldest first.
+ *
+ * @example Usage
+ * ```ts
+ * import { SQLITE_MIGRATIONS } from "./sqlite_storage.ts";
+ *
+ * console.log(SQLITE_MIGRATIONS.map((m) => m.name));
+ * ```
+ */
+export const SQLITE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "sessions, reports and per-day counts",
+    sql: `
+      CREATE TABLE usages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uuid TEXT NOT NULL UNIQUE,
+        notebook TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        report_count INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX usages_created_at ON usages (created_at);
+      CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        usage_id INTEGER NOT NULL REFERENCES usages (id) ON DELETE CASCADE,
+        notebook TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        occurrences INTEGER NOT NULL DEFAULT 1,
+        payload_hash TEXT NOT NULL,
+        error_name TEXT NOT NULL,
+        error_message TEXT NOT NULL,
+        traceback TEXT NOT NULL,
+        first_line TEXT NOT NULL,
+        execution_count INTEGER
+      );
+      CREATE INDEX reports_usage_hash ON reports (usage_id, payload_hash, created_at);
+      CREATE INDEX reports_notebook_id ON reports (notebook, id);
+      CREATE INDEX reports_created_at ON reports (created_at);
+      CREATE TABLE daily_counts (
+        notebook TEXT NOT NULL,
+        day TEXT NOT NULL,
+        reports INTEGER NOT NULL DEFAULT 0,
+        sessions INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (notebook, day)
+      ) WITHOUT ROWID;
+      CREATE INDEX daily_counts_day ON daily_counts (day);
+    `,
+  },
+];
+
+/**
+ * Options of {@linkcode openSqliteStorage}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { SqliteStorageOptions } from "./sqlite_storage.ts";
+ *
+ * const options: SqliteStorageOptions = { synchronous: "normal" };
+ * ```
+ */
+export interface SqliteStorageOptions {
+  /**
+   * SQLite's `synchronous` setting. `full` makes every acknowledged report
+   * survive a power loss; `normal` (with WAL) survives a crash of the
+   * process but not of the machine.
+   * @default {"full"}
+   */
+  synchronous?: "full" | "normal";
+  /** Writes committed in one transaction at most. @default {1000} */
+  maxBatch?: number;
+}
+
+interface QueuedWrite {
+  // deno-lint-ignore no-explicit-any
+  run: () => any;
+  // deno-lint-ignore no-explicit-any
+  resolve: (value: any) => void;
+  reject: (reason: unknown) => void;
+}
+
+interface UsageRow {
+  id: number;
+  uuid: string;
+  notebook: string;
+  created_at: number;
+  report_count: number;
+}
+
+interface ReportRow {
+  id: number;
+  usage_uuid: string;
+  notebook: string;
+  created_at: number;
+  last_seen_at: number;
+  occurrences: number;
+  error_name: string;
+  error_message: string;
+  traceback: string;
+  first_line: string;
+  execution_count: number | null;
+}
+
+const REPORT_COLUMNS = `r.id, u.uuid AS usage_uuid, r.notebook, r.created_at,
+  r.last_seen_at, r.occurrences, r.error_name, r.error_message, r.traceback,
+  r.first_line, r.execution_count`;
+
+/**
+ * Opens (creating if needed) a SQLite store and brings its schema up to date.
+ *
+ * @param path The database file, or `:memory:`.
+ * @param options Durability and batching.
+ * @returns The store.
+ * @throws {Error} When the file is not a database or its schema is newer than this code.
+ *
+ * @example Usage
+ * ```ts
+ * import { openSqliteStorage } from "./sqlite_storage.ts";
+ *
+ * const storage = await openSqliteStorage(":memory:");
+ * const usage = await storage.createUsage("demo", Date.now());
+ * console.log(usage.uuid.length); // 32
+ * await storage.close();
+ * ```
+ */
+export function openSqliteStorage(
+  path: string,
+  options: SqliteStorageOptions = {},
+): Promise<SqliteStorage> {
+  return Promise.resolve(new SqliteStorage(path, options));
+}
+
+/**
+ * The SQLite implementation of {@linkcode Storage}. Use
+ * {@linkcode openSqliteStorage} to create one.
+ *
+ * @example Usage
+ * ```ts
+ * import { SqliteStorage } from "./sqlite_storage.ts";
+ *
+ * const storage = new SqliteStorage(":memory:");
+ * console.log(storage.schemaVersion); // 1
+ * await storage.close();
+ * ```
+ */
+export class SqliteStorage implements Storage {
+  /** The engine's name. */
+  readonly engine = "sqlite";
+  #db: DatabaseSync;
+  #queue: QueuedWrite[] = [];
+  #scheduled = false;
+  #closed = false;
+  #maxBatch: number;
+  #statements: Record<string, StatementSync> = {};
+
+  /**
+   * Opens the database and migrates it.
+   *
+   * @param path The database file, or `:memory:`.
+   * @param options Durability and batching.
+   * @throws {Error} When the file is not a database or its schema is newer than this code.
+   */
+  constructor(path: string, options: SqliteStorageOptions = {}) {
+    this.#maxBatch = options.maxBatch ?? 1000;
+    this.#db = new DatabaseSync(path);
+    const synchronous = options.synchronous ?? "full";
+    this.#db.exec(`
+      PRAGMA busy_timeout = 5000;
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = ${synchronous === "normal" ? "NORMAL" : "FULL"};
+      PRAGMA foreign_keys = ON;
+      PRAGMA cache_size = -16000;
+    `);
+    this.#migrate();
+    this.#prepare();
+  }
+
+  /** The schema version the database is at. */
+  get schemaVersion(): number {
+    const row = this.#db.prepare(
+      "SELECT max(version) AS v FROM schema_migrations",
+    ).get() as { v: number | null };
+    return row.v ?? 0;
+  }
+
+  #migrate(): void {
+    this.#db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version INTEGER PRIMARY KEY,
+      name TEXT NOT NULL,
+      applied_at INTEGER NOT NULL
+    )`);
+    const current = this.schemaVersion;
+    const known = SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]!.version;
+    if (current > known) {
+      throw new Error(
+        `Cannot open database: its schema version is ${current}, newer than this server's ${known}`,
+      );
+    }
+    for (const migration of SQLITE_MIGRATIONS) {
+      if (migration.version <= current) continue;
+      this.#db.exec("BEGIN IMMEDIATE");
+      try {
+        this.#db.exec(migration.sql);
+        this.#db.prepare(
+          "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        ).run(migration.version, migration.name, Date.now());
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        this.#db.exec("ROLLBACK");
+        throw error;
+      }
+    }
+  }
+
+  #prepare(): void {
+    const sql: Record<string, string> = {
+      insertUsage:
+        "INSERT INTO usages (uuid, notebook, created_at) VALUES (?, ?, ?) RETURNING id",
+      usageByUuid:
+        "SELECT id, uuid, notebook, created_at, report_count FROM usages WHERE uuid = ?",
+      countSession:
+        `INSERT INTO daily_counts (notebook, day, sessions) VALUES (?, ?, 1)
+        ON CONFLICT (notebook, day) DO UPDATE SET sessions = sessions + 1`,
+      countReport:
+        `INSERT INTO daily_counts (notebook, day, reports) VALUES (?, ?, 1)
+        ON CONFLICT (notebook, day) DO UPDATE SET reports = reports + 1`,
+      findDuplicate: `SELECT id FROM reports
+        WHERE usage_id = ? AND payload_hash = ? AND created_at > ?
+        ORDER BY created_at DESC LIMIT 1`,
+      bumpDuplicate:
+        "UPDATE reports SET occurrences = occurrences + 1, last_seen_at = ? WHERE id = ?",
+      insertReport:
+        `INSERT INTO reports (usage_id, notebook, created_at, last_seen_at,
+        payload_hash, error_name, error_message, traceback, first_line, execution_count)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      bumpUsage:
+        "UPDATE usages SET report_count = report_count + 1 WHERE id = ?",
+      reportById:
+        `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id WHERE r.id = ?`,
+      listUsages:
+        "SELECT id, uuid, notebook, created_at, report_count FROM usages ORDER BY id LIMIT ? OFFSET ?",
+    };
+    for (const [name, text] of Object.entries(sql)) {
+      this.#statements[name] = this.#db.prepare(text);
+    }
+  }
+
+  #st(name: string): StatementSync {
+    return this.#statements[name]!;
+  }
+
+  #write<T>(run: () => T): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(new Error("Cannot write: the storage is closed"));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ run, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setTimeout(() => this.#flush(), 0);
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      const outcomes: { ok: boolean; value: unknown }[] = [];
+      try {
+        this.#db.exec("BEGIN IMMEDIATE");
+      } catch (error) {
+        for (const write of batch) write.reject(error);
+        continue;
+      }
+      for (const write of batch) {
+        this.#db.exec("SAVEPOINT w");
+        try {
+          const value = write.run();
+          this.#db.exec("RELEASE w");
+          outcomes.push({ ok: true, value });
+        } catch (error) {
+          this.#db.exec("ROLLBACK TO w");
+          this.#db.exec("RELEASE w");
+          outcomes.push({ ok: false, value: error });
+        }
+      }
+      try {
+        this.#db.exec("COMMIT");
+      } catch (error) {
+        try {
+          this.#db.exec("ROLLBACK");
+        } catch { /* already rolled back */ }
+        for (const write of batch) write.reject(error);
+        continue;
+      }
+      batch.forEach((write, i) => {
+        const outcome = outcomes[i]!;
+        if (outcome.ok) write.resolve(outcome.value);
+        else write.reject(outcome.value);
+      });
+    }
+  }
+
+  /** Creates a session for a notebook and counts it for the day. */
+  createUsage(notebook: string, now: number): Promise<StoredUsage> {
+    return this.#write(() => {
+      const uuid = crypto.randomUUID().replaceAll("-", "");
+      const row = this.#st("insertUsage").get(uuid, notebook, now) as {
+        id: number;
+      };
+      this.#st("countSession").run(notebook, utcDay(now));
+      return { id: row.id, uuid, notebook, createdAt: now, reportCount: 0 };
+    });
+  }
+
+  /** The session with this uuid, or `undefined`. */
+  getUsage(uuid: string): Promise<StoredUsage | undefined> {
+    const row = this.#st("usageByUuid").get(uuid) as UsageRow | undefined;
+    return Promise.resolve(row ? usageFromRow(row) : undefined);
+  }
+
+  /** A page of sessions, oldest first. */
+  listUsages(query: PageQuery): Promise<StoredUsage[]> {
+    const rows = this.#st("listUsages").all(
+      query.limit,
+      query.skip,
+    ) as unknown as UsageRow[];
+    return Promise.resolve(rows.map(usageFromRow));
+  }
+
+  /** Stores a report (or counts a duplicate) in one transaction. */
+  addReport(input: AddReportInput): Promise<AddReportResult> {
+    const hash = payloadHash(input.payload);
+    const traceback = JSON.stringify(input.payload.traceback);
+    return this.#write((): AddReportResult => {
+      const usage = this.#st("usageByUuid").get(input.usageUuid) as
+        | UsageRow
+        | undefined;
+      if (!usage) return { status: "unknown-session" };
+      if (usage.report_count >= input.maxReportsPerSession) {
+        return { status: "session-limit", limit: input.maxReportsPerSession };
+      }
+      const now = input.now;
+      this.#st("bumpUsage").run(usage.id);
+      this.#st("countReport").run(usage.notebook, utcDay(now));
+      const duplicate = this.#st("findDuplicate").get(
+        usage.id,
+        hash,
+        now - input.dedupeWindowMs,
+      ) as { id: number } | undefined;
+      if (duplicate) {
+        this.#st("bumpDuplicate").run(now, duplicate.id);
+        return { status: "duplicate", report: this.#reportById(duplicate.id) };
+      }
+      const p = input.payload;
+      const row = this.#st("insertReport").get(
+        usage.id,
+        usage.notebook,
+        now,
+        now,
+        hash,
+        p.error_name,
+        p.error_message,
+        traceback,
+        p.first_line,
+        p.execution_count,
+      ) as { id: number };
+      return {
+        status: "stored",
+        report: {
+          id: row.id,
+          usageUuid: usage.uuid,
+          createdAt: now,
+          lastSeenAt: now,
+          occurrences: 1,
+          error_name: p.error_name,
+          error_message: p.error_message,
+          traceback: p.traceback,
+          first_line: p.first_line,
+          execution_count: p.execution_count,
+          notebook: usage.notebook,
+        },
+      };
+    });
+  }
+
+  #reportById(id: number): StoredReport {
+    return reportFromRow(
+      this.#st("reportById").get(id) as unknown as ReportRow,
+    );
+  }
+
+  /** The reports of the sessions with these uuids, oldest first. */
+  listUsageReports(uuids: string[]): Promise<StoredReport[]> {
+    if (uuids.length === 0) return Promise.resolve([]);
+    const rows = this.#db.prepare(
+      `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
+       WHERE u.uuid IN (${uuids.map(() => "?").join(", ")}) ORDER BY r.id`,
+    ).all(...uuids) as unknown as ReportRow[];
+    return Promise.resolve(rows.map(reportFromRow));
+  }
+
+  /** A page of reports. */
+  listReports(query: ReportQuery): Promise<StoredReport[]> {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (query.notebook !== undefined) {
+      where.push("r.notebook = ?");
+      params.push(query.notebook);
+    }
+    if (query.since !== undefined) {
+      where.push("r.created_at >= ?");
+      params.push(query.since);
+    }
+    if (query.until !== undefined) {
+      where.push("r.created_at < ?");
+      params.push(query.until);
+    }
+    const order = query.order === "desc" ? "DESC" : "ASC";
+    const rows = this.#db.prepare(
+      `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
+       ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY r.id ${order} LIMIT ? OFFSET ?`,
+    ).all(...params, query.limit, query.skip) as unknown as ReportRow[];
+    return Promise.resolve(rows.map(reportFromRow));
+  }
+
+  /** Per-day counts, ordered by day then notebook. */
+  dailyCounts(query: DailyCountQuery): Promise<DailyCount[]> {
+    const params: string[] = [query.fromDay, query.toDay];
+    let filter = "";
+    if (query.notebook !== undefined) {
+      filter = "AND notebook = ?";
+      params.push(query.notebook);
+    }
+    const rows = this.#db.prepare(
+      `SELECT day, notebook, reports, sessions FROM daily_counts
+       WHERE day >= ? AND day <= ? ${filter} ORDER BY day, notebook`,
+    ).all(...params) as unknown as DailyCount[];
+    return Promise.resolve(rows.map((row) => ({ ...row })));
+  }
+
+  /** Every notebook with its totals, by name. */
+  notebooks(): Promise<NotebookSummary[]> {
+    const rows = this.#db.prepare(
+      `SELECT c.notebook AS notebook, sum(c.reports) AS reports,
+         sum(c.sessions) AS sessions,
+         (SELECT max(r.created_at) FROM reports r WHERE r.notebook = c.notebook) AS last
+       FROM daily_counts c GROUP BY c.notebook ORDER BY c.notebook`,
+    ).all() as unknown as {
+      notebook: string;
+      reports: number;
+      sessions: number;
+      last: number | null;
+    }[];
+    return Promise.resolve(rows.map((row) => ({
+      notebook: row.notebook,
+      reports: row.reports,
+      sessions: row.sessions,
+      lastReportAt: row.last,
+    })));
+  }
+
+  /** The bytes of data in the file (pages in use, free pages excluded). */
+  get dataBytes(): number {
+    const pageSize = (this.#db.prepare("PRAGMA page_size").get() as {
+      page_size: number;
+    }).page_size;
+    const pages = (this.#db.prepare("PRAGMA page_count").get() as {
+      page_count: number;
+    }).page_count;
+    const free = (this.#db.prepare("PRAGMA freelist_count").get() as {
+      freelist_count: number;
+    }).freelist_count;
+    return (pages - free) * pageSize;
+  }
+
+  /** Deletes old raw reports and enforces the size cap; per-day counts stay. */
+  async prune(options: PruneOptions): Promise<PruneResult> {
+    const cutoff = options.now - options.maxAgeMs;
+    const chunk = 5000;
+    let expiredReports = 0;
+    for (;;) {
+      const deleted = await this.#write(() =>
+        Number(
+          this.#db.prepare(
+            `DELETE FROM reports WHERE id IN
+             (SELECT id FROM reports WHERE created_at < ? ORDER BY created_at LIMIT ?)`,
+          ).run(cutoff, chunk).changes,
+        )
+      );
+      expiredReports += deleted;
+      if (deleted < chunk) break;
+    }
+    const expiredUsages = await this.#write(() =>
+      Number(
+        this.#db.prepare(
+          `DELETE FROM usages WHERE created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.usage_id = usages.id)`,
+        ).run(cutoff).changes,
+      )
+    );
+    let evictedReports = 0;
+    while (this.dataBytes > options.maxBytes) {
+      const total = (this.#db.prepare("SELECT count(*) AS n FROM reports")
+        .get() as { n: number }).n;
+      if (total === 0) break;
+      const n = Math.max(100, Math.min(chunk, Math.ceil(total / 20)));
+      evictedReports += await this.#write(() =>
+        Number(
+          this.#db.prepare(
+            `DELETE FROM reports WHERE id IN
+             (SELECT id FROM reports ORDER BY created_at, id LIMIT ?)`,
+          ).run(n).changes,
+        )
+      );
+    }
+    return {
+      expiredReports,
+      expiredUsages,
+      evictedReports,
+      bytes: this.dataBytes,
+    };
+  }
+
+  /** Resolves when the database answers a trivial query. */
+  ping(): Promise<void> {
+    this.#db.prepare("SELECT 1").get();
+    return Promise.resolve();
+  }
+
+  /** Commits pending writes, checkpoints the WAL and closes the file. */
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#flush();
+    this.#closed = true;
+    try {
+      this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch { /* a checkpoint is an optimisation */ }
+    this.#db.close();
+    return Promise.resolve();
+  }
+}
+
+function usageFromRow(row: UsageRow): StoredUsage {
+  return {
+    id: row.id,
+    uuid: row.uuid,
+    notebook: row.notebook,
+    createdAt: row.created_at,
+    reportCount: row.report_count,
+  };
+}
+
+function reportFromRow(row: ReportRow): StoredReport {
+  return {
+    id: row.id,
+    usageUuid: row.usage_uuid,
+    createdAt: row.created_at,
+    lastSeenAt: row.last_seen_at,
+    occurrences: row.occurrences,
+    error_name: row.error_name,
+    error_message: row.error_message,
+    traceback: JSON.parse(row.traceback) as TracebackFrame[],
+    first_line: row.first_line,
+    execution_count: row.execution_count,
+    notebook: row.notebook,
+  };
+}
