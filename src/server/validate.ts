@@ -366,7 +366,7 @@ export function validatePayload(body: unknown): ErrorPayload {
     INPUT_LIMITS.notebook,
   );
   const traceback: TracebackFrame[] = [];
-  const frames = body.traceback ?? [];
+  const frames = body.traceback === undefined ? [] : body.traceback;
   if (!Array.isArray(frames)) {
     checker.problems.push({
       loc: ["body", "traceback"],
