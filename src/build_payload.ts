@@ -30,6 +30,9 @@ import type {
  */
 const MAX_SCRUB_INPUT = 65_536;
 
+/** A frame line: indentation, then `at `. */
+const FRAME_LINE_REGEXP = /^[ \t]+at[ \t]/;
+
 /** ANSI colour sequences in kernel traceback lines. */
 // deno-lint-ignore no-control-regex
 const ANSI_ESCAPE_REGEXP = /\x1b\[[0-?]{0,64}[ -/]{0,8}[@-~]/g;
@@ -241,14 +244,24 @@ function cleanText(
 ): string {
   return safe(() => {
     let value = text;
-    if (value.length > MAX_SCRUB_INPUT) {
-      // Drop the partial word at the cut: it could be a fragment of a secret.
-      value = value.slice(0, MAX_SCRUB_INPUT).replace(/\S{1,512}$/, "");
-    }
+    if (value.length > MAX_SCRUB_INPUT) value = cutAtWord(value);
     value = removeControlCharacters(value, keepLineBreaks);
     value = scrubText(value, ctx);
     return truncateText(value, max);
   }, "");
+}
+
+/**
+ * Cuts text to MAX_SCRUB_INPUT characters and drops a partial word at the
+ * cut (up to 512 characters): it could be a fragment of a secret.
+ */
+function cutAtWord(text: string): string {
+  const cut = text.slice(0, MAX_SCRUB_INPUT);
+  if (/\s/.test(text.charAt(MAX_SCRUB_INPUT))) return cut;
+  for (let i = cut.length - 1; i >= 0 && i >= cut.length - 512; i--) {
+    if (/\s/.test(cut.charAt(i))) return cut.slice(0, i + 1);
+  }
+  return cut.slice(0, cut.length - 512);
 }
 
 /** The frames of the input, innermost first, without lines of the message. */
@@ -284,9 +297,31 @@ function afterMessage(stack: string, name: string, message: string): string {
   // The header may differ (custom name, "Uncaught", a prefix such as the
   // dynamic import's "TypeError: SyntaxError: …"): find the message itself,
   // near the start.
+  // Only a match that starts before the trailing block of frame lines is
+  // the message (a frame line may contain the same text).
   const at = stack.indexOf(message);
-  if (at !== -1 && at <= 1024) return stack.slice(at + message.length);
+  if (at !== -1 && at < frameBlockStart(stack)) {
+    return stack.slice(at + message.length);
+  }
   return stack;
+}
+
+/** The index where the trailing block of indented `at ` lines starts. */
+function frameBlockStart(stack: string): number {
+  const lines = stack.split("\n");
+  const starts: number[] = [];
+  let position = 0;
+  for (const line of lines) {
+    starts.push(position);
+    position += line.length + 1;
+  }
+  let end = lines.length;
+  while (end > 0 && lines[end - 1].trim() === "") end--;
+  let start = end;
+  while (start > 0 && FRAME_LINE_REGEXP.test(lines[start - 1].slice(0, 64))) {
+    start--;
+  }
+  return start < lines.length ? starts[start] : stack.length;
 }
 
 function funName(frame: StackFrame, outermost: boolean): string {

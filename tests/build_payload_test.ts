@@ -375,3 +375,37 @@ Deno.test("scrubPayload() cleans a hostile payload without reading the process",
     checkShape(scrubPayload(value as never));
   }
 });
+
+Deno.test("buildPayload() ignores a message text that only appears in a frame line", () => {
+  const payload = buildPayload({
+    name: "E",
+    message: "foo",
+    stack:
+      "Custom header\n    at foo (file:///home/alice/nb/a.ts:1:2)\n    at bar (file:///home/alice/nb/b.ts:3:4)",
+  }, CONTEXT);
+  deepEqual(payload.traceback, [
+    { filename: "b.ts", fun_name: "bar", lineno: 3 },
+    { filename: "a.ts", fun_name: "foo", lineno: 1 },
+  ]);
+});
+
+Deno.test("buildPayload() handles 1 MB messages and stacks in linear time", () => {
+  const secret = "token=" + "s".repeat(300);
+  const message = "a".repeat(65_530) + secret + " tail";
+  const stack = `E: x\n${
+    "    at f (file:///home/alice/nb/a.ts:1:1)\n".repeat(25_000)
+  }`;
+  const t0 = performance.now();
+  const payload = buildPayload({
+    name: "E",
+    message: message + "b ".repeat(500_000),
+    stack,
+  }, CONTEXT);
+  const elapsed = performance.now() - t0;
+  console.log(
+    `  1 MB message + ${stack.length} byte stack: ${elapsed.toFixed(0)} ms`,
+  );
+  checkShape(payload);
+  ok(!payload.error_message.includes("sss"));
+  ok(elapsed < 2000, `took ${elapsed} ms`);
+});
