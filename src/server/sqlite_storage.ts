@@ -13,11 +13,26 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { TracebackFrame } from "../types.ts";
 import {
+  SQLITE_GROUPING_MIGRATION,
+  SqliteGrouping,
+} from "./sqlite_grouping.ts";
+import {
   type AddReportInput,
   type AddReportResult,
+  type ClaimNoticesOptions,
   type DailyCount,
   type DailyCountQuery,
+  type GroupDay,
+  type GroupDetail,
+  type GroupQuery,
+  type GroupState,
+  type GroupSummary,
   type NotebookSummary,
+  type NotebookWindowStats,
+  type NoticeOutcome,
+  type NoticePolicy,
+  type NoticeRecord,
+  type OutboxNotice,
   type PageQuery,
   payloadHash,
   type PruneOptions,
@@ -100,6 +115,7 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX daily_counts_day ON daily_counts (day);
     `,
   },
+  SQLITE_GROUPING_MIGRATION,
 ];
 
 /**
@@ -122,6 +138,11 @@ export interface SqliteStorageOptions {
   synchronous?: "full" | "normal";
   /** Writes committed in one transaction at most. @default {1000} */
   maxBatch?: number;
+  /**
+   * When set, reports queue Slack notices in the outbox (new groups,
+   * regressions, spikes) in the same transaction. @default {undefined}
+   */
+  notices?: NoticePolicy;
 }
 
 interface QueuedWrite {
@@ -205,6 +226,7 @@ export class SqliteStorage implements Storage {
   #closed = false;
   #maxBatch: number;
   #statements: Record<string, StatementSync> = {};
+  #grouping: SqliteGrouping;
 
   /**
    * Opens the database and migrates it.
@@ -226,6 +248,7 @@ export class SqliteStorage implements Storage {
     `);
     this.#migrate();
     this.#prepare();
+    this.#grouping = new SqliteGrouping(this.#db, options.notices);
   }
 
   /** The schema version the database is at. */
@@ -404,7 +427,19 @@ export class SqliteStorage implements Storage {
       ) as { id: number } | undefined;
       if (duplicate) {
         this.#st("bumpDuplicate").run(now, duplicate.id);
-        return { status: "duplicate", report: this.#reportById(duplicate.id) };
+        const group = this.#grouping.record({
+          usageId: usage.id,
+          notebook: usage.notebook,
+          payload: input.payload,
+          reportId: duplicate.id,
+          newRow: false,
+          now,
+        });
+        return {
+          status: "duplicate",
+          report: this.#reportById(duplicate.id),
+          group,
+        };
       }
       const p = input.payload;
       const row = this.#st("insertReport").get(
@@ -419,8 +454,17 @@ export class SqliteStorage implements Storage {
         p.first_line,
         p.execution_count,
       ) as { id: number };
+      const group = this.#grouping.record({
+        usageId: usage.id,
+        notebook: usage.notebook,
+        payload: p,
+        reportId: row.id,
+        newRow: true,
+        now,
+      });
       return {
         status: "stored",
+        group,
         report: {
           id: row.id,
           usageUuid: usage.uuid,
@@ -546,6 +590,7 @@ export class SqliteStorage implements Storage {
       expiredReports += deleted;
       if (deleted < chunk) break;
     }
+    await this.#write(() => this.#grouping.prune(options.now));
     const expiredUsages = await this.#write(() =>
       Number(
         this.#db.prepare(
@@ -575,6 +620,59 @@ export class SqliteStorage implements Storage {
       evictedReports,
       bytes: this.dataBytes,
     };
+  }
+
+  /** A page of a notebook's groups, with the total that match. */
+  listGroups(
+    query: GroupQuery,
+  ): Promise<{ total: number; groups: GroupSummary[] }> {
+    return Promise.resolve(this.#grouping.listGroups(query));
+  }
+
+  /** One group with its details, or `undefined`. */
+  getGroup(id: number): Promise<GroupDetail | undefined> {
+    return Promise.resolve(this.#grouping.getGroup(id));
+  }
+
+  /** Per-day counts of these groups, by group then day. */
+  groupDailyCounts(
+    groupIds: number[],
+    fromDay: string,
+    toDay: string,
+  ): Promise<GroupDay[]> {
+    return Promise.resolve(
+      this.#grouping.groupDailyCounts(groupIds, fromDay, toDay),
+    );
+  }
+
+  /** Every notebook with its groups and recent reports and sessions. */
+  notebookWindowStats(now: number): Promise<NotebookWindowStats[]> {
+    return Promise.resolve(this.#grouping.notebookWindowStats(now));
+  }
+
+  /** Sets a group's state; `false` when there is no such group. */
+  setGroupState(id: number, state: GroupState, now: number): Promise<boolean> {
+    return this.#write(() => this.#grouping.setGroupState(id, state, now));
+  }
+
+  /** Deletes a group and its raw reports; `false` when there is no such group. */
+  deleteGroup(id: number): Promise<boolean> {
+    return this.#write(() => this.#grouping.deleteGroup(id));
+  }
+
+  /** Claims due Slack notices under the hourly budget. */
+  claimNotices(options: ClaimNoticesOptions): Promise<OutboxNotice[]> {
+    return this.#write(() => this.#grouping.claimNotices(options));
+  }
+
+  /** Records the outcome of sending a notice. */
+  settleNotice(id: number, outcome: NoticeOutcome, now: number): Promise<void> {
+    return this.#write(() => this.#grouping.settleNotice(id, outcome, now));
+  }
+
+  /** Every notice in the outbox, oldest first. */
+  listNotices(): Promise<NoticeRecord[]> {
+    return Promise.resolve(this.#grouping.listNotices());
   }
 
   /** Resolves when the database answers a trivial query. */

@@ -1,0 +1,716 @@
+/**
+ * Grouping and the Slack outbox on SQLite: the schema (migration 2), the
+ * per-report group update that runs inside {@linkcode SqliteStorage}'s write
+ * transaction, the dashboard's group queries, and the outbox's claim and
+ * settle steps. Used only by `sqlite_storage.ts`.
+ *
+ * @module
+ */
+
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { ErrorPayload } from "../types.ts";
+import { errorFingerprint } from "./fingerprint.ts";
+import type { Migration } from "./sqlite_storage.ts";
+import {
+  type ClaimNoticesOptions,
+  type DigestItem,
+  GROUP_LIMITS,
+  type GroupDay,
+  type GroupDetail,
+  type GroupOutcome,
+  type GroupQuery,
+  type GroupState,
+  type GroupSummary,
+  type NotebookWindowStats,
+  type NoticeData,
+  type NoticeKind,
+  type NoticeOutcome,
+  type NoticePolicy,
+  type NoticeRecord,
+  type OutboxNotice,
+  utcDay,
+  utcHour,
+} from "./storage.ts";
+
+/**
+ * The SQLite migration that adds groups, their per-day and per-hour counts,
+ * per-notebook hourly counts, sessions' latest report time and the outbox.
+ *
+ * @example Usage
+ * ```ts
+ * import { SQLITE_GROUPING_MIGRATION } from "./sqlite_grouping.ts";
+ *
+ * console.log(SQLITE_GROUPING_MIGRATION.version); // 2
+ * ```
+ */
+export const SQLITE_GROUPING_MIGRATION: Migration = {
+  version: 2,
+  name: "error groups, hourly counts and the Slack outbox",
+  sql: `
+    CREATE TABLE groups (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      notebook TEXT NOT NULL,
+      fingerprint TEXT NOT NULL,
+      error_name TEXT NOT NULL,
+      error_message TEXT NOT NULL,
+      latest TEXT NOT NULL,
+      count INTEGER NOT NULL DEFAULT 0,
+      sessions INTEGER NOT NULL DEFAULT 0,
+      first_seen INTEGER NOT NULL,
+      last_seen INTEGER NOT NULL,
+      state TEXT NOT NULL DEFAULT 'open',
+      state_changed_at INTEGER,
+      first_lines TEXT NOT NULL DEFAULT '[]',
+      cell_numbers TEXT NOT NULL DEFAULT '[]',
+      last_notice_at INTEGER,
+      last_spike_hour INTEGER,
+      UNIQUE (notebook, fingerprint)
+    );
+    CREATE INDEX groups_notebook_last_seen ON groups (notebook, last_seen DESC, id DESC);
+    CREATE INDEX groups_notebook_count ON groups (notebook, count DESC, id DESC);
+    CREATE INDEX groups_notebook_state_last_seen ON groups (notebook, state, last_seen DESC, id DESC);
+    CREATE TABLE group_sessions (
+      group_id INTEGER NOT NULL,
+      usage_id INTEGER NOT NULL,
+      PRIMARY KEY (group_id, usage_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE group_days (
+      group_id INTEGER NOT NULL,
+      day TEXT NOT NULL,
+      count INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (group_id, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE group_hours (
+      group_id INTEGER NOT NULL,
+      hour INTEGER NOT NULL,
+      count INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (group_id, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX group_hours_hour ON group_hours (hour);
+    CREATE TABLE notebook_hours (
+      notebook TEXT NOT NULL,
+      hour INTEGER NOT NULL,
+      reports INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (notebook, hour)
+    ) WITHOUT ROWID;
+    ALTER TABLE usages ADD COLUMN last_report_at INTEGER;
+    CREATE INDEX usages_notebook_last_report ON usages (notebook, last_report_at);
+    ALTER TABLE reports ADD COLUMN group_id INTEGER;
+    CREATE INDEX reports_group ON reports (group_id);
+    CREATE TABLE notices (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      kind TEXT NOT NULL,
+      group_id INTEGER,
+      created_at INTEGER NOT NULL,
+      status TEXT NOT NULL DEFAULT 'pending',
+      hour INTEGER,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      next_attempt_at INTEGER NOT NULL,
+      lease_until INTEGER,
+      claimed_hour INTEGER,
+      sent_at INTEGER,
+      last_error TEXT,
+      data TEXT NOT NULL
+    );
+    CREATE INDEX notices_status_due ON notices (status, next_attempt_at);
+    CREATE INDEX notices_claimed_hour ON notices (claimed_hour);
+    CREATE UNIQUE INDEX notices_digest_hour ON notices (hour) WHERE kind = 'digest';
+    CREATE TABLE slack_state (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      paused_until INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO slack_state (id, paused_until) VALUES (1, 0);
+  `,
+};
+
+/** Hours of per-group hourly counts kept (spike averages look back 7 days). */
+export const GROUP_HOURS_KEPT = 8 * 24;
+/** Hours of per-notebook hourly counts kept (the 30-day window). */
+export const NOTEBOOK_HOURS_KEPT = 31 * 24;
+/** How far back a spike's hourly average looks, in hours. */
+export const SPIKE_LOOKBACK_HOURS = 7 * 24;
+
+interface GroupRow {
+  id: number;
+  notebook: string;
+  fingerprint: string;
+  error_name: string;
+  error_message: string;
+  count: number;
+  sessions: number;
+  first_seen: number;
+  last_seen: number;
+  state: GroupState;
+}
+
+interface GroupDetailRow extends GroupRow {
+  latest: string;
+  first_lines: string;
+  cell_numbers: string;
+}
+
+interface NoticeRow {
+  id: number;
+  kind: NoticeKind;
+  group_id: number | null;
+  created_at: number;
+  status: NoticeRecord["status"];
+  attempts: number;
+  next_attempt_at: number;
+  sent_at: number | null;
+  last_error: string | null;
+  data: string;
+  hour: number | null;
+}
+
+const GROUP_COLUMNS = `id, notebook, fingerprint, error_name, error_message,
+  count, sessions, first_seen, last_seen, state`;
+
+/** What {@linkcode SqliteGrouping.record} needs to know about a report. */
+export interface GroupingInput {
+  /** The session's row id. */
+  usageId: number;
+  /** The session's notebook. */
+  notebook: string;
+  /** The scrubbed payload. */
+  payload: ErrorPayload;
+  /** The report's row id (a new row or the duplicate counted). */
+  reportId: number;
+  /** Whether the report row is new (its group id must be set). */
+  newRow: boolean;
+  /** The current time. */
+  now: number;
+}
+
+/**
+ * Grouping, group queries and the outbox on one SQLite connection. Every
+ * write method must run inside the storage's write transaction.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { SqliteGrouping } from "./sqlite_grouping.ts";
+ * import { DatabaseSync } from "node:sqlite";
+ *
+ * const grouping = new SqliteGrouping(new DatabaseSync(":memory:"));
+ * ```
+ */
+export class SqliteGrouping {
+  #db: DatabaseSync;
+  #policy: NoticePolicy | undefined;
+  #st: Record<string, StatementSync> = {};
+
+  /**
+   * Prepares the statements; the schema must be at version 2 or later.
+   *
+   * @param db The open database.
+   * @param policy When set, reports queue notices in the outbox.
+   */
+  constructor(db: DatabaseSync, policy?: NoticePolicy) {
+    this.#db = db;
+    this.#policy = policy;
+    const sql: Record<string, string> = {
+      findGroup:
+        `SELECT id, state, count, first_seen, first_lines, cell_numbers,
+        last_notice_at, last_spike_hour FROM groups WHERE notebook = ? AND fingerprint = ?`,
+      insertGroup:
+        `INSERT INTO groups (notebook, fingerprint, error_name, error_message,
+        latest, count, sessions, first_seen, last_seen, first_lines, cell_numbers)
+        VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?) RETURNING id`,
+      updateGroup:
+        `UPDATE groups SET count = count + 1, sessions = sessions + ?,
+        last_seen = max(last_seen, ?), error_name = ?, error_message = ?, latest = ?,
+        first_lines = ?, cell_numbers = ?, state = ?, state_changed_at = ?
+        WHERE id = ?`,
+      addSession:
+        "INSERT OR IGNORE INTO group_sessions (group_id, usage_id) VALUES (?, ?)",
+      countDay: `INSERT INTO group_days (group_id, day, count) VALUES (?, ?, 1)
+        ON CONFLICT (group_id, day) DO UPDATE SET count = count + 1`,
+      countHour:
+        `INSERT INTO group_hours (group_id, hour, count) VALUES (?, ?, 1)
+        ON CONFLICT (group_id, hour) DO UPDATE SET count = count + 1 RETURNING count`,
+      countNotebookHour:
+        `INSERT INTO notebook_hours (notebook, hour, reports) VALUES (?, ?, 1)
+        ON CONFLICT (notebook, hour) DO UPDATE SET reports = reports + 1`,
+      pastHours:
+        "SELECT coalesce(sum(count), 0) AS n FROM group_hours WHERE group_id = ? AND hour >= ? AND hour < ?",
+      usageSeen: "UPDATE usages SET last_report_at = ? WHERE id = ?",
+      reportGroup: "UPDATE reports SET group_id = ? WHERE id = ?",
+      markNotice:
+        "UPDATE groups SET last_notice_at = ?, last_spike_hour = coalesce(?, last_spike_hour) WHERE id = ?",
+      insertNotice:
+        `INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
+        VALUES (?, ?, ?, ?, ?)`,
+      groupById: `SELECT ${GROUP_COLUMNS}, latest, first_lines, cell_numbers
+        FROM groups WHERE id = ?`,
+    };
+    for (const [name, text] of Object.entries(sql)) {
+      this.#st[name] = db.prepare(text);
+    }
+  }
+
+  /**
+   * Counts a report in its group (creating or reopening it) and queues a
+   * notice when the policy says so. Runs inside the write transaction.
+   *
+   * @param input The report.
+   * @returns What happened to the group.
+   */
+  record(input: GroupingInput): GroupOutcome {
+    const { payload, now, notebook } = input;
+    const fingerprint = errorFingerprint({ ...payload, notebook });
+    const latest = JSON.stringify({ ...payload, notebook });
+    const hour = utcHour(now);
+    const found = this.#st.findGroup!.get(notebook, fingerprint) as
+      | {
+        id: number;
+        state: GroupState;
+        count: number;
+        first_seen: number;
+        first_lines: string;
+        cell_numbers: string;
+        last_notice_at: number | null;
+        last_spike_hour: number | null;
+      }
+      | undefined;
+    let id: number;
+    let created = false;
+    let reopened = false;
+    let state: GroupState = "open";
+    let firstSeen = now;
+    if (!found) {
+      created = true;
+      id = (this.#st.insertGroup!.get(
+        notebook,
+        fingerprint,
+        payload.error_name,
+        payload.error_message,
+        latest,
+        now,
+        now,
+        JSON.stringify([payload.first_line]),
+        JSON.stringify(
+          payload.execution_count === null ? [] : [payload.execution_count],
+        ),
+      ) as { id: number }).id;
+      this.#st.addSession!.run(id, input.usageId);
+    } else {
+      id = found.id;
+      firstSeen = found.first_seen;
+      const newSession = Number(
+        this.#st.addSession!.run(id, input.usageId).changes,
+      );
+      reopened = found.state === "resolved";
+      state = reopened ? "open" : found.state;
+      this.#st.updateGroup!.run(
+        newSession,
+        now,
+        payload.error_name,
+        payload.error_message,
+        latest,
+        addDistinct(
+          found.first_lines,
+          payload.first_line,
+          GROUP_LIMITS.firstLines,
+        ),
+        payload.execution_count === null ? found.cell_numbers : addDistinct(
+          found.cell_numbers,
+          payload.execution_count,
+          GROUP_LIMITS.cellNumbers,
+        ),
+        state,
+        reopened ? now : null,
+        id,
+      );
+    }
+    this.#st.countDay!.run(id, utcDay(now));
+    const hourCount =
+      (this.#st.countHour!.get(id, hour) as { count: number }).count;
+    this.#st.countNotebookHour!.run(notebook, hour);
+    this.#st.usageSeen!.run(now, input.usageId);
+    if (input.newRow) this.#st.reportGroup!.run(id, input.reportId);
+
+    const outcome: GroupOutcome = { id, created, reopened };
+    const policy = this.#policy;
+    if (!policy || state === "ignored") return outcome;
+    let kind: "new" | "regression" | "spike" | undefined;
+    let hourlyAverage: number | undefined;
+    if (created) kind = "new";
+    else if (reopened) kind = "regression";
+    else if (
+      hourCount >= policy.spikeMinimum && found!.last_spike_hour !== hour
+    ) {
+      const from = Math.max(hour - SPIKE_LOOKBACK_HOURS, utcHour(firstSeen));
+      const hours = hour - from;
+      if (hours > 0) {
+        const past = (this.#st.pastHours!.get(id, from, hour) as { n: number })
+          .n;
+        hourlyAverage = past / hours;
+        if (hourCount > policy.spikeFactor * hourlyAverage) kind = "spike";
+      }
+    }
+    if (kind === undefined) return outcome;
+    const lastNotice = found?.last_notice_at ?? null;
+    if (lastNotice !== null && now - lastNotice < policy.minGroupIntervalMs) {
+      return outcome;
+    }
+    const group = this.#summary(id);
+    const data: NoticeData = {
+      kind,
+      group,
+      latest: { ...payload, notebook },
+      ...(kind === "spike" ? { hourCount, hourlyAverage } : {}),
+    };
+    this.#st.insertNotice!.run(kind, id, now, now, JSON.stringify(data));
+    this.#st.markNotice!.run(now, kind === "spike" ? hour : null, id);
+    outcome.notice = kind;
+    return outcome;
+  }
+
+  #summary(id: number): GroupSummary {
+    return groupFromRow(this.#st.groupById!.get(id) as unknown as GroupRow);
+  }
+
+  /** A page of a notebook's groups, with the total that match. */
+  listGroups(query: GroupQuery): { total: number; groups: GroupSummary[] } {
+    const where = ["notebook = ?"];
+    const params: (string | number)[] = [query.notebook];
+    if (query.state !== undefined) {
+      where.push("state = ?");
+      params.push(query.state);
+    }
+    const text = query.text?.trim();
+    if (text) {
+      where.push(
+        "(instr(lower(error_name), lower(?)) > 0 OR instr(lower(error_message), lower(?)) > 0)",
+      );
+      params.push(text, text);
+    }
+    const order = query.sort === "count"
+      ? "count DESC, id DESC"
+      : "last_seen DESC, id DESC";
+    const filter = where.join(" AND ");
+    const total = (this.#db.prepare(
+      `SELECT count(*) AS n FROM groups WHERE ${filter}`,
+    ).get(...params) as { n: number }).n;
+    const rows = this.#db.prepare(
+      `SELECT ${GROUP_COLUMNS} FROM groups WHERE ${filter}
+       ORDER BY ${order} LIMIT ? OFFSET ?`,
+    ).all(
+      ...params,
+      Math.max(0, query.limit),
+      Math.max(0, query.skip),
+    ) as unknown as GroupRow[];
+    return { total, groups: rows.map(groupFromRow) };
+  }
+
+  /** One group with its details, or `undefined`. */
+  getGroup(id: number): GroupDetail | undefined {
+    const row = this.#st.groupById!.get(id) as GroupDetailRow | undefined;
+    return row ? groupDetailFromRow(row) : undefined;
+  }
+
+  /** Per-day counts of these groups, by group then day. */
+  groupDailyCounts(
+    groupIds: number[],
+    fromDay: string,
+    toDay: string,
+  ): GroupDay[] {
+    const ids = [...new Set(groupIds)].filter(Number.isSafeInteger);
+    if (ids.length === 0) return [];
+    const rows = this.#db.prepare(
+      `SELECT group_id, day, count FROM group_days
+       WHERE group_id IN (SELECT value FROM json_each(?)) AND day >= ? AND day <= ?
+       ORDER BY group_id, day`,
+    ).all(JSON.stringify(ids), fromDay, toDay) as unknown as {
+      group_id: number;
+      day: string;
+      count: number;
+    }[];
+    return rows.map((r) => ({
+      groupId: r.group_id,
+      day: r.day,
+      count: r.count,
+    }));
+  }
+
+  /** Every notebook's window statistics, by name. */
+  notebookWindowStats(now: number): NotebookWindowStats[] {
+    const hour = utcHour(now);
+    const rows = this.#db.prepare(
+      `WITH names AS (
+         SELECT notebook FROM daily_counts UNION SELECT notebook FROM groups
+       )
+       SELECT n.notebook AS notebook,
+         (SELECT count(*) FROM groups g WHERE g.notebook = n.notebook) AS groups,
+         (SELECT coalesce(sum(reports), 0) FROM notebook_hours h
+            WHERE h.notebook = n.notebook AND h.hour > ?) AS r24,
+         (SELECT coalesce(sum(reports), 0) FROM notebook_hours h
+            WHERE h.notebook = n.notebook AND h.hour > ?) AS r7,
+         (SELECT coalesce(sum(reports), 0) FROM notebook_hours h
+            WHERE h.notebook = n.notebook AND h.hour > ?) AS r30,
+         (SELECT count(*) FROM usages u
+            WHERE u.notebook = n.notebook AND u.last_report_at > ?) AS s24,
+         (SELECT count(*) FROM usages u
+            WHERE u.notebook = n.notebook AND u.last_report_at > ?) AS s7,
+         (SELECT count(*) FROM usages u
+            WHERE u.notebook = n.notebook AND u.last_report_at > ?) AS s30
+       FROM names n ORDER BY n.notebook`,
+    ).all(
+      hour - 24,
+      hour - 7 * 24,
+      hour - 30 * 24,
+      now - 86_400_000,
+      now - 7 * 86_400_000,
+      now - 30 * 86_400_000,
+    ) as unknown as {
+      notebook: string;
+      groups: number;
+      r24: number;
+      r7: number;
+      r30: number;
+      s24: number;
+      s7: number;
+      s30: number;
+    }[];
+    return rows.map((r) => ({
+      notebook: r.notebook,
+      groups: r.groups,
+      reports24h: r.r24,
+      reports7d: r.r7,
+      reports30d: r.r30,
+      sessions24h: r.s24,
+      sessions7d: r.s7,
+      sessions30d: r.s30,
+    }));
+  }
+
+  /** Sets a group's state (inside a write). */
+  setGroupState(id: number, state: GroupState, now: number): boolean {
+    return Number(
+      this.#db.prepare(
+        "UPDATE groups SET state = ?, state_changed_at = ? WHERE id = ?",
+      ).run(state, now, id).changes,
+    ) > 0;
+  }
+
+  /** Deletes a group, its counts and its raw reports (inside a write). */
+  deleteGroup(id: number): boolean {
+    const deleted = Number(
+      this.#db.prepare("DELETE FROM groups WHERE id = ?").run(id).changes,
+    ) > 0;
+    if (!deleted) return false;
+    for (const table of ["group_days", "group_hours", "group_sessions"]) {
+      this.#db.prepare(`DELETE FROM ${table} WHERE group_id = ?`).run(id);
+    }
+    this.#db.prepare("DELETE FROM reports WHERE group_id = ?").run(id);
+    return true;
+  }
+
+  /** Deletes hourly counts no query needs any more (inside a write). */
+  prune(now: number): void {
+    const hour = utcHour(now);
+    this.#db.prepare("DELETE FROM group_hours WHERE hour < ?").run(
+      hour - GROUP_HOURS_KEPT,
+    );
+    this.#db.prepare("DELETE FROM notebook_hours WHERE hour < ?").run(
+      hour - NOTEBOOK_HOURS_KEPT,
+    );
+    this.#db.prepare(
+      "DELETE FROM notices WHERE status IN ('sent', 'digested', 'failed') AND created_at < ?",
+    ).run(now - 30 * 86_400_000);
+  }
+
+  /** Claims due notices under the hourly budget (inside a write). */
+  claimNotices(options: ClaimNoticesOptions): OutboxNotice[] {
+    const { now } = options;
+    const hour = utcHour(now);
+    const paused = (this.#db.prepare(
+      "SELECT paused_until FROM slack_state WHERE id = 1",
+    ).get() as { paused_until: number } | undefined)?.paused_until ?? 0;
+    // Roll the notices held in past hours into one digest per hour.
+    const held = this.#db.prepare(
+      `SELECT id, hour, data FROM notices WHERE status = 'held' AND hour < ?
+       ORDER BY hour, id`,
+    ).all(hour) as unknown as { id: number; hour: number; data: string }[];
+    const byHour = new Map<number, DigestItem[]>();
+    for (const row of held) {
+      const items = byHour.get(row.hour) ?? [];
+      items.push(digestItem(JSON.parse(row.data) as NoticeData));
+      byHour.set(row.hour, items);
+    }
+    for (const [heldHour, items] of byHour) {
+      const data: NoticeData = { kind: "digest", hour: heldHour, items };
+      this.#db.prepare(
+        `INSERT INTO notices (kind, group_id, created_at, next_attempt_at, hour, data)
+         VALUES ('digest', NULL, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      ).run(now, now, heldHour, JSON.stringify(data));
+      this.#db.prepare(
+        "UPDATE notices SET status = 'digested' WHERE status = 'held' AND hour = ?",
+      ).run(heldHour);
+    }
+    // Claims whose lease ran out (a crashed or stuck sender) are due again.
+    this.#db.prepare(
+      `UPDATE notices SET status = 'pending', claimed_hour = NULL, lease_until = NULL
+       WHERE status = 'sending' AND lease_until <= ?`,
+    ).run(now);
+    if (paused > now) return [];
+    let used = (this.#db.prepare(
+      `SELECT count(*) AS n FROM notices WHERE claimed_hour = ?
+       AND status IN ('sent', 'sending')`,
+    ).get(hour) as { n: number }).n;
+    const due = this.#db.prepare(
+      `SELECT id, kind, group_id, created_at, status, attempts, next_attempt_at,
+         sent_at, last_error, data, hour FROM notices
+       WHERE status = 'pending' AND next_attempt_at <= ?
+       ORDER BY kind = 'digest' DESC, id LIMIT ?`,
+    ).all(now, Math.max(1, options.limit)) as unknown as NoticeRow[];
+    const claimed: OutboxNotice[] = [];
+    for (const row of due) {
+      if (used < options.hourlyCap) {
+        used++;
+        this.#db.prepare(
+          `UPDATE notices SET status = 'sending', attempts = attempts + 1,
+           lease_until = ?, claimed_hour = ? WHERE id = ?`,
+        ).run(now + options.leaseMs, hour, row.id);
+        claimed.push(
+          noticeFromRow({ ...row, attempts: row.attempts + 1 }),
+        );
+      } else if (row.kind !== "digest") {
+        this.#db.prepare(
+          "UPDATE notices SET status = 'held', hour = ? WHERE id = ?",
+        ).run(hour, row.id);
+      }
+    }
+    return claimed;
+  }
+
+  /** Records a send's outcome (inside a write). */
+  settleNotice(id: number, outcome: NoticeOutcome, now: number): void {
+    if (outcome.status === "sent") {
+      this.#db.prepare(
+        `UPDATE notices SET status = 'sent', sent_at = ?, lease_until = NULL,
+         last_error = NULL WHERE id = ?`,
+      ).run(now, id);
+      return;
+    }
+    if (outcome.status === "failed") {
+      this.#db.prepare(
+        `UPDATE notices SET status = 'failed', lease_until = NULL, claimed_hour = NULL,
+         last_error = ? WHERE id = ?`,
+      ).run(outcome.error.slice(0, 500), id);
+      return;
+    }
+    this.#db.prepare(
+      `UPDATE notices SET status = 'pending', lease_until = NULL, claimed_hour = NULL,
+       next_attempt_at = ?, last_error = ? WHERE id = ?`,
+    ).run(outcome.at, outcome.error.slice(0, 500), id);
+    if (outcome.pauseUntil !== undefined) {
+      this.#db.prepare(
+        "UPDATE slack_state SET paused_until = max(paused_until, ?) WHERE id = 1",
+      ).run(outcome.pauseUntil);
+    }
+  }
+
+  /** Every notice, oldest first. */
+  listNotices(): NoticeRecord[] {
+    const rows = this.#db.prepare(
+      `SELECT id, kind, group_id, created_at, status, attempts, next_attempt_at,
+         sent_at, last_error, data, hour FROM notices ORDER BY id`,
+    ).all() as unknown as NoticeRow[];
+    return rows.map((row) => ({
+      ...noticeFromRow(row),
+      status: row.status,
+      nextAttemptAt: row.next_attempt_at,
+      sentAt: row.sent_at,
+      lastError: row.last_error,
+    }));
+  }
+}
+
+/**
+ * Adds a value to a JSON array of distinct values kept in first-seen order,
+ * unless it is there or the array is full.
+ *
+ * @param json The JSON array.
+ * @param value The value.
+ * @param max The most values kept.
+ * @returns The JSON array after.
+ */
+export function addDistinct(
+  json: string,
+  value: string | number,
+  max: number,
+): string {
+  let values: unknown[];
+  try {
+    const parsed = JSON.parse(json);
+    values = Array.isArray(parsed) ? parsed : [];
+  } catch {
+    values = [];
+  }
+  if (values.length >= max || values.includes(value)) return json;
+  values.push(value);
+  return JSON.stringify(values);
+}
+
+/**
+ * A digest line for a held notice.
+ *
+ * @param data The held notice's data.
+ * @returns The digest item.
+ */
+export function digestItem(data: NoticeData): DigestItem {
+  if (data.kind === "digest") {
+    return {
+      kind: "new",
+      groupId: 0,
+      notebook: "",
+      errorName: "digest",
+      errorMessage: "",
+      count: data.items.length,
+    };
+  }
+  return {
+    kind: data.kind,
+    groupId: data.group.id,
+    notebook: data.group.notebook,
+    errorName: data.group.errorName,
+    errorMessage: data.group.errorMessage,
+    count: data.group.count,
+  };
+}
+
+function groupFromRow(row: GroupRow): GroupSummary {
+  return {
+    id: row.id,
+    notebook: row.notebook,
+    fingerprint: row.fingerprint,
+    errorName: row.error_name,
+    errorMessage: row.error_message,
+    count: row.count,
+    sessions: row.sessions,
+    firstSeen: row.first_seen,
+    lastSeen: row.last_seen,
+    state: row.state,
+  };
+}
+
+function groupDetailFromRow(row: GroupDetailRow): GroupDetail {
+  return {
+    ...groupFromRow(row),
+    latest: JSON.parse(row.latest) as ErrorPayload,
+    firstLines: JSON.parse(row.first_lines) as string[],
+    cellNumbers: JSON.parse(row.cell_numbers) as number[],
+  };
+}
+
+function noticeFromRow(row: NoticeRow): OutboxNotice {
+  return {
+    id: row.id,
+    kind: row.kind,
+    groupId: row.group_id,
+    createdAt: row.created_at,
+    attempts: row.attempts,
+    data: JSON.parse(row.data) as NoticeData,
+  };
+}
