@@ -7,10 +7,15 @@
 
 import type { PayloadContext } from "./types.ts";
 
+/** A home directory directly inside a standard users folder; captures the user's folder name. */
+const USERS_DIR_HOME_REGEXP =
+  /^(?:[A-Za-z]:)?[\\/](?:home|Users)[\\/]([^\\/]+)[\\/]?$/i;
+
 /**
  * The running process's context for scrubbing: `cwd` from `Deno.cwd()`,
  * `home` from `HOME` (or `USERPROFILE`), `user` from `USER` (or `USERNAME`,
- * `LOGNAME`), `denoDir` from `DENO_DIR` or Deno's default cache directory
+ * `LOGNAME`, else the home's folder name when it is `/home/<x>`,
+ * `/Users/<x>` or `C:\Users\<x>`), `denoDir` from `DENO_DIR` or Deno's default cache directory
  * (`$XDG_CACHE_HOME/deno` or `~/.cache/deno` on Linux,
  * `~/Library/Caches/deno` on macOS, `%LOCALAPPDATA%\deno` on Windows).
  * Each value is read only when its permission is already granted (checked
@@ -35,11 +40,19 @@ export function processContext(): PayloadContext {
   if (cwd) context.cwd = cwd;
   const home = env("HOME") ?? env("USERPROFILE");
   if (home) context.home = home;
-  const user = env("USER") ?? env("USERNAME") ?? env("LOGNAME");
+  const user = env("USER") ?? env("USERNAME") ?? env("LOGNAME") ??
+    userFromHome(home);
   if (user) context.user = user;
   const denoDir = env("DENO_DIR") ?? defaultDenoDir(home);
   if (denoDir) context.denoDir = denoDir;
   return context;
+}
+
+/** `/home/<x>`, `/Users/<x>`, `C:\Users\<x>` → `<x>`, when no variable names the user. */
+function userFromHome(home: string | undefined): string | undefined {
+  if (home === undefined) return undefined;
+  const match = USERS_DIR_HOME_REGEXP.exec(home);
+  return match?.[1];
 }
 
 function defaultDenoDir(home: string | undefined): string | undefined {

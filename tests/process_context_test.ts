@@ -44,10 +44,19 @@ Deno.test("processContext() reads nothing without permissions", async () => {
 
 Deno.test("processContext() reads only what is granted", async () => {
   deepEqual(await childContext(["--allow-read"]), { cwd: "<dir>" });
+  // USER is not granted: the user name comes from the home's folder name.
   deepEqual(await childContext(["--allow-env=HOME"]), {
     home: "/home/zed",
+    user: "zed",
     denoDir: "/home/zed/.cache/deno",
   });
+  deepEqual(
+    await childContext(["--allow-env=HOME"], { HOME: "/var/lib/zed" }),
+    {
+      home: "/var/lib/zed",
+      denoDir: "/var/lib/zed/.cache/deno",
+    },
+  );
   deepEqual(
     await childContext(["--allow-env", "--allow-read"], {
       DENO_DIR: "/opt/deno",
@@ -71,6 +80,18 @@ Deno.test("processContext() reads only what is granted", async () => {
       denoDir: "/c/deno",
     },
   );
+});
+
+Deno.test("processContext() takes the user name from a standard home when no variable has it", async () => {
+  deepEqual(await childContext(["--allow-env"], { USER: "" }), {
+    home: "/home/zed",
+    user: "zed",
+    denoDir: "/home/zed/.cache/deno",
+  });
+  deepEqual(await childContext(["--allow-env"], { USER: "", HOME: "/root" }), {
+    home: "/root",
+    denoDir: "/root/.cache/deno",
+  });
 });
 
 Deno.test("processContext() never prompts, even on a terminal", async () => {

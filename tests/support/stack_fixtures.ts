@@ -19,8 +19,8 @@ export interface StackFixture {
   description: string;
   /** The context the stack was captured in (fake home, user, cwd, DENO_DIR). */
   context: Required<PayloadContext>;
-  /** The error as thrown. */
-  error: { name: string; message: string; stack: string };
+  /** The error as thrown (kernel fixtures: `ename`, `evalue`, the traceback joined, and its lines). */
+  error: { name: string; message: string; stack: string; traceback?: string[] };
   /** What `parseStack(error.stack)` and `buildPayload(error, context)` must give. */
   expected: { frames: StackFrame[]; payload: ErrorPayload };
 }
