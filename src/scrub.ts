@@ -113,10 +113,24 @@ const SECRET_ASSIGNMENT_REGEXP = new RegExp(
   "gi",
 );
 
-/** JSON-ish `"password": "value"` (or single-quoted): the key and quotes stay. */
+/**
+ * A quoted value (at most 1000 characters; an unterminated or longer one is
+ * redacted up to there).
+ */
+const QUOTED_VALUE_SOURCE = String
+  .raw`"(?:[^"\\\n]|\\.){0,1000}"?|'(?:[^'\\\n]|\\.){0,1000}'?`;
+
+/** JSON-ish `"password": "value"` (or single-quoted, or an unquoted value): the key stays. */
 const SECRET_JSON_REGEXP = new RegExp(
   String
-    .raw`(["'])(${SECRET_KEY_SOURCE})\1([ \t]{0,3}:[ \t]{0,3})(?:"(?:[^"\\\n]|\\.){0,1000}"|'(?:[^'\\\n]|\\.){0,1000}'|(?!<redacted>)[^\s,}\]"']+)`,
+    .raw`(["'])(${SECRET_KEY_SOURCE})\1([ \t]{0,3}:[ \t]{0,3})(?:${QUOTED_VALUE_SOURCE}|(?!<redacted>)[^\s,}\]"']+)`,
+  "gi",
+);
+
+/** Object-literal `{ password: "value" }` (as `Deno.inspect` prints it): quoted values only. */
+const SECRET_PROPERTY_REGEXP = new RegExp(
+  String
+    .raw`(?<![A-Za-z0-9_.-])(${SECRET_KEY_SOURCE})([ \t]{0,3}:[ \t]{0,3})(?:${QUOTED_VALUE_SOURCE})`,
   "gi",
 );
 
@@ -199,6 +213,10 @@ export function scrubText(text: string, context: PayloadContext = {}): string {
   out = out.replace(SECRET_JSON_REGEXP, (_match, quote, key, separator) => {
     return `${quote}${key}${quote}${separator}"<redacted>"`;
   });
+  out = out.replace(
+    SECRET_PROPERTY_REGEXP,
+    (_match, key, separator) => `${key}${separator}"<redacted>"`,
+  );
   out = out.replace(SECRET_ASSIGNMENT_REGEXP, "$1$2<redacted>");
   out = out.replace(EMAIL_REGEXP, "<email>");
   out = scrubIdentity(out, context);

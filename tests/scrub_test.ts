@@ -106,6 +106,13 @@ const CASES: [string, string, { home?: string; user?: string }?][] = [
   ],
   ["{'client_secret': 'abc'}", "{'client_secret': \"<redacted>\"}"],
   [
+    'config { user: "x", password: "hunter2", apiKey: \'k\' } and "token": "' +
+    "t".repeat(1200),
+    'config { user: "x", password: "<redacted>", apiKey: "<redacted>" } and "token": "<redacted>"' +
+    "t".repeat(200),
+  ],
+  ["password: too short", "password: too short"],
+  [
     "Unexpected token '}' in JSON at position 4",
     "Unexpected token '}' in JSON at position 4",
   ],
