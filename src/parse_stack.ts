@@ -132,7 +132,7 @@ export function parseStackLine(line: string): StackFrame | undefined {
   };
   if (
     location === "<anonymous>" || location === "native" ||
-    isPromiseIndex(location)
+    location === "unknown location" || isPromiseIndex(location)
   ) {
     frame.native = true;
     return frame;

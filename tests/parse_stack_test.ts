@@ -135,6 +135,7 @@ const LINES: [string, StackFrame | undefined][] = [
   ],
   ["    at <anonymous>", frame({ native: true })],
   ["    at native", frame({ native: true })],
+  ["    at f (unknown location)", frame({ function: "f", native: true })],
   [
     "    at Array.forEach (native)",
     frame({ function: "Array.forEach", native: true }),
