@@ -10,6 +10,8 @@
  * - `GET /usages/`, `GET /errors/` (`skip`, `limit`): admin lists.
  * - `/api/v1/…`: the native JSON API (health, sessions, reports by notebook,
  *   per-day counts).
+ * - `/` and `/dashboard/…`: the web dashboard (src/server/dashboard/), when
+ *   an admin token is set or the dashboard is opened explicitly.
  *
  * @module
  */
@@ -17,6 +19,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { scrubPayload } from "../build_payload.ts";
 import type { ErrorPayload } from "../types.ts";
+import { createDashboard, isDashboardPath } from "./dashboard/routes.ts";
 import { errorResponse, HttpError, jsonResponse } from "./http_error.ts";
 import {
   type RateDecision,
@@ -102,6 +105,13 @@ export interface CollectorOptions {
   maxBodyBytes?: number;
   /** Told about unexpected errors (answered 500). @default {undefined} */
   onError?: (error: unknown) => void;
+  /**
+   * The web dashboard on `/` and `/dashboard/…`: `true` with an admin token
+   * (sign-in required), `{ open: true }` without sign-in (for one person on
+   * loopback), `false` to leave it off.
+   * @default {true when adminToken is set, else false}
+   */
+  dashboard?: boolean | { open: true };
 }
 
 const UUID_REGEXP = /^[0-9a-f]{32}$/;
@@ -149,6 +159,22 @@ export function createCollector(options: CollectorOptions): CollectorHandler {
   const dedupeWindowMs = options.dedupeWindowMs ?? 60_000;
   const allowList = options.notebooks ? new Set(options.notebooks) : undefined;
   const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
+  const dashboardOpen = typeof options.dashboard === "object" &&
+    options.dashboard.open === true && !options.adminToken;
+  const dashboard = (options.dashboard ?? true) !== false &&
+      (options.adminToken || dashboardOpen)
+    ? createDashboard({
+      storage,
+      clock,
+      auth: {
+        adminToken: options.adminToken,
+        open: dashboardOpen,
+        trustProxy: options.trustProxy,
+      },
+      clientAddress: (request, info) => clientAddress(request, info),
+      onError: options.onError,
+    })
+    : undefined;
   const adminDigest = options.adminToken
     ? createHash("sha256").update(options.adminToken).digest()
     : undefined;
@@ -275,6 +301,9 @@ export function createCollector(options: CollectorOptions): CollectorHandler {
     info?: ConnectionInfo,
   ): Promise<Response> {
     const url = new URL(request.url);
+    if (dashboard && isDashboardPath(url.pathname)) {
+      return await dashboard(request, info);
+    }
     const path = url.pathname.length > 1
       ? url.pathname.replace(/\/+$/, "")
       : url.pathname;

@@ -44,6 +44,8 @@ export interface ServerConfig {
   maxDbMib: number;
   /** SQLite's `synchronous`: `full` survives power loss, `normal` survives crashes. @default {"full"} */
   synchronous: "full" | "normal";
+  /** Serve the dashboard without sign-in (no admin token; loopback only). @default {false} */
+  dashboardOpen: boolean;
 }
 
 /** The text `--help` prints. */
@@ -67,11 +69,20 @@ Options:
                         per-day counts stay (default 1024)
   --synchronous <mode>  full (default: acknowledged reports survive power loss)
                         or normal (they survive a crash of the process)
+  --dashboard-open      serve the web dashboard without sign-in, for one person
+                        on this machine: only without NBR_ADMIN_TOKEN, and the
+                        server then listens on loopback only (127.0.0.1 unless
+                        --hostname names another loopback address)
   -h, --help            show this help
 
 Environment:
   NBR_ADMIN_TOKEN       admin token: send it as "Authorization: Bearer <token>"
                         to read the lists; without it they are closed
+
+Dashboard: with NBR_ADMIN_TOKEN set, <url>/dashboard/ shows every notebook's
+error groups after signing in with the token (a session cookie: HttpOnly,
+SameSite=Strict, Secure over TLS or behind --trust-proxy with
+X-Forwarded-Proto: https). Without a token it is off unless --dashboard-open.
 
 Abuse limits (defaults): per client address 30 sessions per hour and 60 reports
 per minute; per session at most 100 reports and a burst of 5 refilled one per
@@ -85,6 +96,7 @@ acknowledged only after it was committed.
 `;
 
 const POSITIVE_INTEGER_REGEXP = /^\d+$/;
+const LOOPBACK_REGEXP = /^(?:localhost|127(?:\.\d{1,3}){3}|::1|\[::1\])$/i;
 
 function integer(flag: string, text: string, min: number, max: number): number {
   const value = POSITIVE_INTEGER_REGEXP.test(text) ? Number(text) : NaN;
@@ -133,6 +145,7 @@ export function parseServerArgs(
       "retention-days": { type: "string" },
       "max-db-mib": { type: "string" },
       synchronous: { type: "string" },
+      "dashboard-open": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -149,9 +162,23 @@ export function parseServerArgs(
     Boolean,
   );
   const token = env.NBR_ADMIN_TOKEN;
+  const dashboardOpen = values["dashboard-open"] ?? false;
+  if (dashboardOpen && token) {
+    throw new RangeError(
+      "--dashboard-open is for a server without NBR_ADMIN_TOKEN; with a token the dashboard asks for it",
+    );
+  }
+  const hostname = values.hostname ?? (dashboardOpen ? "127.0.0.1" : "0.0.0.0");
+  if (dashboardOpen && !LOOPBACK_REGEXP.test(hostname)) {
+    throw new RangeError(
+      `--dashboard-open listens on loopback only, got --hostname ${
+        JSON.stringify(hostname)
+      }`,
+    );
+  }
   return {
     port: integer("port", values.port ?? "8000", 0, 65535),
-    hostname: values.hostname ?? "0.0.0.0",
+    hostname,
     db: values.db ?? "./errors.db",
     adminToken: token ? token : undefined,
     notebooks: notebooks && notebooks.length > 0 ? notebooks : undefined,
@@ -171,6 +198,7 @@ export function parseServerArgs(
       16 * 1024 * 1024,
     ),
     synchronous,
+    dashboardOpen,
   };
 }
 
@@ -232,6 +260,7 @@ export async function startServer(
     trustProxy: config.trustProxy,
     publicRead: config.publicRead,
     onError: options.onError,
+    dashboard: config.dashboardOpen ? { open: true } : true,
   });
   const prune = async () => {
     try {
@@ -308,6 +337,13 @@ export async function main(args: string[]): Promise<number> {
       console.error("nbr-collector: unexpected error:", error),
   });
   console.log(`nbr-collector listening on ${server.url}`);
+  console.log(
+    config.adminToken || config.dashboardOpen
+      ? `nbr-collector dashboard at ${server.url}dashboard/${
+        config.dashboardOpen ? " (open: no sign-in, loopback only)" : ""
+      }`
+      : "nbr-collector dashboard off: set NBR_ADMIN_TOKEN, or pass --dashboard-open for a local one",
+  );
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const stop = () => {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);

@@ -7,7 +7,7 @@
  *
  * Rules for templates: quote every attribute (`href="${url}"`), never put a
  * value inside `<script>`, `<style>` or an event-handler attribute, and build
- * URLs with {@linkcode dashboardUrl}-style helpers that encode every part.
+ * URLs with the helpers of `urls.ts`, which encode every part.
  *
  * @module
  */
