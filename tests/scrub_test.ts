@@ -259,6 +259,6 @@ Deno.test("scrubText() stays linear on 1 MB adversarial input (ReDoS guard)", ()
       } (linear ≈ 4)`,
     );
     // A generous bound: quadratic behaviour on 1 MB would take minutes.
-    ok(t2 - t1 < 2000, `${name}: 1 MB took ${t2 - t1} ms`);
+    ok(t2 - t1 < 5000, `${name}: 1 MB took ${t2 - t1} ms`);
   }
 });
