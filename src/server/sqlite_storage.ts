@@ -11,6 +11,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { setImmediate } from "node:timers";
 import type { TracebackFrame } from "../types.ts";
 import {
   SQLITE_GROUPING_MIGRATION,
@@ -226,6 +227,11 @@ export class SqliteStorage implements Storage {
   #closed = false;
   #maxBatch: number;
   #statements: Record<string, StatementSync> = {};
+  /** Per-day counts of the batch being written, flushed before its COMMIT. */
+  #counts = new Map<
+    string,
+    { notebook: string; day: string; reports: number; sessions: number }
+  >();
   #grouping: SqliteGrouping;
 
   /**
@@ -245,6 +251,7 @@ export class SqliteStorage implements Storage {
       PRAGMA synchronous = ${synchronous === "normal" ? "NORMAL" : "FULL"};
       PRAGMA foreign_keys = ON;
       PRAGMA cache_size = -16000;
+      PRAGMA temp_store = MEMORY;
     `);
     this.#migrate();
     this.#prepare();
@@ -294,12 +301,12 @@ export class SqliteStorage implements Storage {
         "INSERT INTO usages (uuid, notebook, created_at) VALUES (?, ?, ?) RETURNING id",
       usageByUuid:
         "SELECT id, uuid, notebook, created_at, report_count FROM usages WHERE uuid = ?",
-      countSession:
-        `INSERT INTO daily_counts (notebook, day, sessions) VALUES (?, ?, 1)
-        ON CONFLICT (notebook, day) DO UPDATE SET sessions = sessions + 1`,
-      countReport:
-        `INSERT INTO daily_counts (notebook, day, reports) VALUES (?, ?, 1)
-        ON CONFLICT (notebook, day) DO UPDATE SET reports = reports + 1`,
+      addCounts:
+        `INSERT INTO daily_counts (notebook, day, reports, sessions) VALUES (?, ?, ?, ?)
+        ON CONFLICT (notebook, day) DO UPDATE
+        SET reports = reports + excluded.reports, sessions = sessions + excluded.sessions`,
+      claimReport: `UPDATE usages SET report_count = report_count + 1
+        WHERE uuid = ? AND report_count < ? RETURNING id, notebook`,
       findDuplicate: `SELECT id FROM reports
         WHERE usage_id = ? AND payload_hash = ? AND created_at > ?
         ORDER BY created_at DESC LIMIT 1`,
@@ -309,8 +316,6 @@ export class SqliteStorage implements Storage {
         `INSERT INTO reports (usage_id, notebook, created_at, last_seen_at,
         payload_hash, error_name, error_message, traceback, first_line, execution_count)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-      bumpUsage:
-        "UPDATE usages SET report_count = report_count + 1 WHERE id = ?",
       reportById:
         `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id WHERE r.id = ?`,
       listUsages:
@@ -333,7 +338,7 @@ export class SqliteStorage implements Storage {
       this.#queue.push({ run, resolve, reject });
       if (!this.#scheduled) {
         this.#scheduled = true;
-        setTimeout(() => this.#flush(), 0);
+        setImmediate(() => this.#flush());
       }
     });
   }
@@ -362,8 +367,18 @@ export class SqliteStorage implements Storage {
         }
       }
       try {
+        for (const count of this.#counts.values()) {
+          this.#st("addCounts").run(
+            count.notebook,
+            count.day,
+            count.reports,
+            count.sessions,
+          );
+        }
+        this.#counts.clear();
         this.#db.exec("COMMIT");
       } catch (error) {
+        this.#counts.clear();
         try {
           this.#db.exec("ROLLBACK");
         } catch { /* already rolled back */ }
@@ -378,6 +393,24 @@ export class SqliteStorage implements Storage {
     }
   }
 
+  /** Adds to the batch's per-day counts; call last in a write, after everything that may throw. */
+  #count(
+    notebook: string,
+    now: number,
+    reports: number,
+    sessions: number,
+  ): void {
+    const day = utcDay(now);
+    const key = `${day}\u0000${notebook}`;
+    const count = this.#counts.get(key);
+    if (count) {
+      count.reports += reports;
+      count.sessions += sessions;
+    } else {
+      this.#counts.set(key, { notebook, day, reports, sessions });
+    }
+  }
+
   /** Creates a session for a notebook and counts it for the day. */
   createUsage(notebook: string, now: number): Promise<StoredUsage> {
     return this.#write(() => {
@@ -385,7 +418,7 @@ export class SqliteStorage implements Storage {
       const row = this.#st("insertUsage").get(uuid, notebook, now) as {
         id: number;
       };
-      this.#st("countSession").run(notebook, utcDay(now));
+      this.#count(notebook, now, 0, 1);
       return { id: row.id, uuid, notebook, createdAt: now, reportCount: 0 };
     });
   }
@@ -410,16 +443,16 @@ export class SqliteStorage implements Storage {
     const hash = payloadHash(input.payload);
     const traceback = JSON.stringify(input.payload.traceback);
     return this.#write((): AddReportResult => {
-      const usage = this.#st("usageByUuid").get(input.usageUuid) as
-        | UsageRow
-        | undefined;
-      if (!usage) return { status: "unknown-session" };
-      if (usage.report_count >= input.maxReportsPerSession) {
-        return { status: "session-limit", limit: input.maxReportsPerSession };
-      }
       const now = input.now;
-      this.#st("bumpUsage").run(usage.id);
-      this.#st("countReport").run(usage.notebook, utcDay(now));
+      const usage = this.#st("claimReport").get(
+        input.usageUuid,
+        input.maxReportsPerSession,
+      ) as { id: number; notebook: string } | undefined;
+      if (!usage) {
+        return this.#st("usageByUuid").get(input.usageUuid)
+          ? { status: "session-limit", limit: input.maxReportsPerSession }
+          : { status: "unknown-session" };
+      }
       const duplicate = this.#st("findDuplicate").get(
         usage.id,
         hash,
@@ -435,11 +468,9 @@ export class SqliteStorage implements Storage {
           newRow: false,
           now,
         });
-        return {
-          status: "duplicate",
-          report: this.#reportById(duplicate.id),
-          group,
-        };
+        const report = this.#reportById(duplicate.id);
+        this.#count(usage.notebook, now, 1, 0);
+        return { status: "duplicate", report, group };
       }
       const p = input.payload;
       const row = this.#st("insertReport").get(
@@ -462,12 +493,13 @@ export class SqliteStorage implements Storage {
         newRow: true,
         now,
       });
+      this.#count(usage.notebook, now, 1, 0);
       return {
         status: "stored",
         group,
         report: {
           id: row.id,
-          usageUuid: usage.uuid,
+          usageUuid: input.usageUuid,
           createdAt: now,
           lastSeenAt: now,
           occurrences: 1,
