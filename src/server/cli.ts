@@ -7,6 +7,9 @@
 
 import { parseArgs } from "node:util";
 import { type CollectorHandler, createCollector } from "./app.ts";
+import { validateSlackWebhookUrl } from "../slack_webhook.ts";
+import { openPostgresStorage } from "./postgres_storage.ts";
+import { DEFAULT_NOTICE_POLICY, SlackNotifier } from "./slack_notifier.ts";
 import { openSqliteStorage } from "./sqlite_storage.ts";
 import type { Storage } from "./storage.ts";
 
@@ -28,6 +31,12 @@ export interface ServerConfig {
   hostname: string;
   /** The SQLite file. @default {"./errors.db"} */
   db: string;
+  /** A `postgres://` URL (from `DATABASE_URL`): PostgreSQL instead of the SQLite file. */
+  databaseUrl?: string;
+  /** The Slack incoming webhook (from `SLACK_WEBHOOK`): forward notices to Slack. */
+  slackWebhook?: string;
+  /** The first retry delay of a failed Slack post, doubling up to 15 minutes. @default {5000} */
+  slackRetryMs?: number;
   /** The admin token (from `NBR_ADMIN_TOKEN`). */
   adminToken?: string;
   /** The notebooks accepted; all when undefined. */
@@ -58,6 +67,8 @@ Options:
   --port <n>            TCP port to listen on; 0 picks a free one (default 8000)
   --hostname <host>     interface to listen on (default 0.0.0.0)
   --db <file>           SQLite database file, WAL mode (default ./errors.db)
+  --slack-retry-ms <n>  first retry delay of a failed Slack post, doubling up to
+                        15 minutes (default 5000)
   --notebooks <a,b>     accept only these notebook names (default: all)
   --trust-proxy         take the client address from the last X-Forwarded-For
                         entry (only behind a reverse proxy that sets it)
@@ -76,6 +87,16 @@ Options:
   -h, --help            show this help
 
 Environment:
+  DATABASE_URL          postgres://user:password@host:5432/db[?search_path=s]:
+                        store everything in PostgreSQL instead of --db; several
+                        instances behind a load balancer may share it (group
+                        counts, the Slack budget and the outbox stay consistent;
+                        per-address rate limits are per instance)
+  SLACK_WEBHOOK         a Slack incoming-webhook URL: post new error groups,
+                        regressions and spikes (each group at most once per 30
+                        minutes, at most 20 messages per hour for the server,
+                        the rest in one digest when the hour ends), retried
+                        from a durable outbox; reports never wait on Slack
   NBR_ADMIN_TOKEN       admin token: send it as "Authorization: Bearer <token>"
                         to read the lists; without it they are closed
 
@@ -110,6 +131,30 @@ function integer(flag: string, text: string, min: number, max: number): number {
   return value;
 }
 
+const POSTGRES_URL_REGEXP = /^postgres(?:ql)?:\/\//i;
+
+function databaseUrlFrom(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  if (!POSTGRES_URL_REGEXP.test(value)) {
+    throw new RangeError(
+      `DATABASE_URL must start with postgres:// or postgresql://, got ${
+        JSON.stringify(value.split(":")[0])
+      }:…`,
+    );
+  }
+  return value;
+}
+
+function slackWebhookFrom(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  try {
+    validateSlackWebhookUrl(value);
+  } catch (error) {
+    throw new RangeError(`SLACK_WEBHOOK: ${(error as Error).message}`);
+  }
+  return value;
+}
+
 /**
  * Reads the configuration from flags and environment.
  *
@@ -138,6 +183,7 @@ export function parseServerArgs(
       port: { type: "string" },
       hostname: { type: "string" },
       db: { type: "string" },
+      "slack-retry-ms": { type: "string" },
       notebooks: { type: "string" },
       "trust-proxy": { type: "boolean" },
       "public-read": { type: "boolean" },
@@ -180,6 +226,14 @@ export function parseServerArgs(
     port: integer("port", values.port ?? "8000", 0, 65535),
     hostname,
     db: values.db ?? "./errors.db",
+    databaseUrl: databaseUrlFrom(env.DATABASE_URL),
+    slackWebhook: slackWebhookFrom(env.SLACK_WEBHOOK),
+    slackRetryMs: integer(
+      "slack-retry-ms",
+      values["slack-retry-ms"] ?? "5000",
+      1,
+      3_600_000,
+    ),
     adminToken: token ? token : undefined,
     notebooks: notebooks && notebooks.length > 0 ? notebooks : undefined,
     trustProxy: values["trust-proxy"] ?? false,
@@ -249,9 +303,22 @@ export async function startServer(
   config: ServerConfig,
   options: { onError?: (error: unknown) => void } = {},
 ): Promise<RunningServer> {
-  const storage = await openSqliteStorage(config.db, {
-    synchronous: config.synchronous,
-  });
+  const notices = config.slackWebhook ? DEFAULT_NOTICE_POLICY : undefined;
+  const storage: Storage = config.databaseUrl
+    ? await openPostgresStorage(config.databaseUrl, { notices })
+    : await openSqliteStorage(config.db, {
+      synchronous: config.synchronous,
+      notices,
+    });
+  const notifier = config.slackWebhook
+    ? new SlackNotifier({
+      webhookUrl: config.slackWebhook,
+      storage,
+      retryBaseMs: config.slackRetryMs,
+      onError: options.onError,
+    })
+    : undefined;
+  notifier?.start();
   const handler = createCollector({
     storage,
     limits: config.noLimits ? false : {},
@@ -291,6 +358,7 @@ export async function startServer(
     stopping ??= (async () => {
       clearInterval(timer);
       await server.shutdown();
+      await notifier?.stop();
       await storage.close();
     })();
     return stopping;

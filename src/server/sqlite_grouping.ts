@@ -219,7 +219,8 @@ export class SqliteGrouping {
       updateGroup:
         `UPDATE groups SET count = count + 1, sessions = sessions + ?,
         last_seen = max(last_seen, ?), error_name = ?, error_message = ?, latest = ?,
-        first_lines = ?, cell_numbers = ?, state = ?, state_changed_at = ?
+        first_lines = ?, cell_numbers = ?, state = ?,
+        state_changed_at = coalesce(?, state_changed_at)
         WHERE id = ?`,
       addSession:
         "INSERT OR IGNORE INTO group_sessions (group_id, usage_id) VALUES (?, ?)",

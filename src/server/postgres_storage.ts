@@ -1,0 +1,1272 @@
+/**
+ * The scale-out storage engine: PostgreSQL through `npm:postgres`, the same
+ * {@linkcode Storage} interface as the SQLite engine, for several collector
+ * instances behind a load balancer sharing one database.
+ *
+ * Consistency across instances comes from the database, never from memory:
+ * - a report is stored in one transaction that locks its session's row
+ *   (`FOR UPDATE`: the per-session cap and the duplicate check hold) and its
+ *   group's row (`FOR UPDATE`; a new group is created with
+ *   `INSERT … ON CONFLICT DO NOTHING` on the unique `(notebook, fingerprint)`,
+ *   so concurrent first reports make one group and one "new group" notice);
+ *   the shared counters are upserts at the end of the transaction;
+ * - the outbox is claimed under a transaction-level advisory lock, so the
+ *   hourly Slack budget and the digest are decided by one instance at a time;
+ * - migrations run under an advisory lock, so instances starting together
+ *   migrate once.
+ *
+ * Timestamps are `BIGINT` milliseconds from the injected clock; JSON values
+ * are stored as text, as on SQLite.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix
+import postgres from "npm:postgres@3.4.5";
+import type { TracebackFrame } from "../types.ts";
+import { errorFingerprint } from "./fingerprint.ts";
+import {
+  addDistinct,
+  digestItem,
+  GROUP_HOURS_KEPT,
+  NOTEBOOK_HOURS_KEPT,
+  SPIKE_LOOKBACK_HOURS,
+} from "./sqlite_grouping.ts";
+import type { Migration } from "./sqlite_storage.ts";
+import {
+  type AddReportInput,
+  type AddReportResult,
+  type ClaimNoticesOptions,
+  type DailyCount,
+  type DailyCountQuery,
+  type DigestItem,
+  GROUP_LIMITS,
+  type GroupDay,
+  type GroupDetail,
+  type GroupOutcome,
+  type GroupQuery,
+  type GroupState,
+  type GroupSummary,
+  type NotebookSummary,
+  type NotebookWindowStats,
+  type NoticeData,
+  type NoticeKind,
+  type NoticeOutcome,
+  type NoticePolicy,
+  type NoticeRecord,
+  type OutboxNotice,
+  type PageQuery,
+  payloadHash,
+  type PruneOptions,
+  type PruneResult,
+  type ReportQuery,
+  type Storage,
+  type StoredReport,
+  type StoredUsage,
+  utcDay,
+  utcHour,
+} from "./storage.ts";
+
+/**
+ * The PostgreSQL schema's migrations, oldest first; the versions match the
+ * SQLite engine's.
+ *
+ * @example Usage
+ * ```ts
+ * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
+ *
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2]
+ * ```
+ */
+export const POSTGRES_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "sessions, reports and per-day counts",
+    sql: `
+      CREATE TABLE usages (
+        id BIGSERIAL PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        notebook TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        report_count INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX usages_created_at ON usages (created_at);
+      CREATE TABLE reports (
+        id BIGSERIAL PRIMARY KEY,
+        usage_id BIGINT NOT NULL REFERENCES usages (id) ON DELETE CASCADE,
+        notebook TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_seen_at BIGINT NOT NULL,
+        occurrences INTEGER NOT NULL DEFAULT 1,
+        payload_hash TEXT NOT NULL,
+        error_name TEXT NOT NULL,
+        error_message TEXT NOT NULL,
+        traceback TEXT NOT NULL,
+        first_line TEXT NOT NULL,
+        execution_count BIGINT
+      );
+      CREATE INDEX reports_usage_hash ON reports (usage_id, payload_hash, created_at);
+      CREATE INDEX reports_notebook_id ON reports (notebook, id);
+      CREATE INDEX reports_created_at ON reports (created_at);
+      CREATE TABLE daily_counts (
+        notebook TEXT NOT NULL,
+        day TEXT NOT NULL,
+        reports BIGINT NOT NULL DEFAULT 0,
+        sessions BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (notebook, day)
+      );
+      CREATE INDEX daily_counts_day ON daily_counts (day);
+    `,
+  },
+  {
+    version: 2,
+    name: "error groups, hourly counts and the Slack outbox",
+    sql: `
+      CREATE TABLE groups (
+        id BIGSERIAL PRIMARY KEY,
+        notebook TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        error_name TEXT NOT NULL,
+        error_message TEXT NOT NULL,
+        latest TEXT NOT NULL,
+        count BIGINT NOT NULL DEFAULT 0,
+        sessions BIGINT NOT NULL DEFAULT 0,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open',
+        state_changed_at BIGINT,
+        first_lines TEXT NOT NULL DEFAULT '[]',
+        cell_numbers TEXT NOT NULL DEFAULT '[]',
+        last_notice_at BIGINT,
+        last_spike_hour BIGINT,
+        UNIQUE (notebook, fingerprint)
+      );
+      CREATE INDEX groups_notebook_last_seen ON groups (notebook, last_seen DESC, id DESC);
+      CREATE INDEX groups_notebook_count ON groups (notebook, count DESC, id DESC);
+      CREATE INDEX groups_notebook_state_last_seen ON groups (notebook, state, last_seen DESC, id DESC);
+      CREATE TABLE group_sessions (
+        group_id BIGINT NOT NULL,
+        usage_id BIGINT NOT NULL,
+        PRIMARY KEY (group_id, usage_id)
+      );
+      CREATE TABLE group_days (
+        group_id BIGINT NOT NULL,
+        day TEXT NOT NULL,
+        count BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_id, day)
+      );
+      CREATE TABLE group_hours (
+        group_id BIGINT NOT NULL,
+        hour BIGINT NOT NULL,
+        count BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_id, hour)
+      );
+      CREATE INDEX group_hours_hour ON group_hours (hour);
+      CREATE TABLE notebook_hours (
+        notebook TEXT NOT NULL,
+        hour BIGINT NOT NULL,
+        reports BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (notebook, hour)
+      );
+      ALTER TABLE usages ADD COLUMN last_report_at BIGINT;
+      CREATE INDEX usages_notebook_last_report ON usages (notebook, last_report_at);
+      ALTER TABLE reports ADD COLUMN group_id BIGINT;
+      CREATE INDEX reports_group ON reports (group_id);
+      CREATE TABLE notices (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        group_id BIGINT,
+        created_at BIGINT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        hour BIGINT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        lease_until BIGINT,
+        claimed_hour BIGINT,
+        sent_at BIGINT,
+        last_error TEXT,
+        data TEXT NOT NULL
+      );
+      CREATE INDEX notices_status_due ON notices (status, next_attempt_at);
+      CREATE INDEX notices_claimed_hour ON notices (claimed_hour);
+      CREATE UNIQUE INDEX notices_digest_hour ON notices (hour) WHERE kind = 'digest';
+      CREATE TABLE slack_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        paused_until BIGINT NOT NULL DEFAULT 0
+      );
+      INSERT INTO slack_state (id, paused_until) VALUES (1, 0);
+    `,
+  },
+];
+
+/**
+ * Options of {@linkcode openPostgresStorage}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { PostgresStorageOptions } from "./postgres_storage.ts";
+ *
+ * const options: PostgresStorageOptions = { schema: "nbr", maxConnections: 20 };
+ * ```
+ */
+export interface PostgresStorageOptions {
+  /**
+   * The schema holding the tables, created if missing. The URL's
+   * `search_path` parameter works too.
+   * @default {undefined} (the server's default search path, usually `public`)
+   */
+  schema?: string;
+  /** Connections in the pool. @default {10} */
+  maxConnections?: number;
+  /**
+   * When set, reports queue Slack notices in the outbox (new groups,
+   * regressions, spikes) in the same transaction. @default {undefined}
+   */
+  notices?: NoticePolicy;
+}
+
+const SCHEMA_NAME_REGEXP = /^[a-z_][a-z0-9_]{0,62}$/;
+/** Advisory lock keys (arbitrary constants, namespaced by schema where it matters). */
+const MIGRATION_LOCK = 74_211_001;
+const OUTBOX_LOCK = 74_211_002;
+
+type Sql = postgres.Sql<Record<string, never>>;
+// deno-lint-ignore no-explicit-any
+type Tx = postgres.TransactionSql<any>;
+type Row = Record<string, unknown>;
+
+/**
+ * Opens a PostgreSQL store and brings its schema up to date.
+ *
+ * @param url A `postgres://` or `postgresql://` URL.
+ * @param options The schema, the pool size and the notice policy.
+ * @returns The store.
+ * @throws {TypeError} When the URL or the schema name is invalid.
+ * @throws {Error} When the server cannot be reached or its schema is newer than this code.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { openPostgresStorage } from "./postgres_storage.ts";
+ *
+ * const storage = await openPostgresStorage("postgres://nbr@127.0.0.1:5432/nbr");
+ * await storage.close();
+ * ```
+ */
+export async function openPostgresStorage(
+  url: string,
+  options: PostgresStorageOptions = {},
+): Promise<PostgresStorage> {
+  const storage = new PostgresStorage(url, options);
+  try {
+    await storage.migrate();
+  } catch (error) {
+    await storage.close();
+    throw error;
+  }
+  return storage;
+}
+
+/**
+ * Drops a schema and everything in it (tests use one schema each).
+ *
+ * @param url A `postgres://` URL.
+ * @param schema The schema's name.
+ * @returns Resolves once dropped.
+ * @throws {TypeError} When the schema name is invalid.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { dropPostgresSchema } from "./postgres_storage.ts";
+ *
+ * await dropPostgresSchema("postgres://postgres@127.0.0.1:55432/nbr_test", "nbr_test_1");
+ * ```
+ */
+export async function dropPostgresSchema(
+  url: string,
+  schema: string,
+): Promise<void> {
+  checkSchema(schema);
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+function checkSchema(schema: string): string {
+  if (!SCHEMA_NAME_REGEXP.test(schema)) {
+    throw new TypeError(
+      `Invalid PostgreSQL schema name: expected lowercase letters, digits and _, got ${
+        JSON.stringify(schema)
+      }`,
+    );
+  }
+  return schema;
+}
+
+/**
+ * The PostgreSQL implementation of {@linkcode Storage}. Use
+ * {@linkcode openPostgresStorage} to create one.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { openPostgresStorage } from "./postgres_storage.ts";
+ *
+ * const storage = await openPostgresStorage("postgres://nbr@127.0.0.1/nbr", { schema: "nbr" });
+ * const usage = await storage.createUsage("demo", Date.now());
+ * await storage.close();
+ * ```
+ */
+export class PostgresStorage implements Storage {
+  /** The engine's name. */
+  readonly engine = "postgres";
+  #sql: Sql;
+  #schema: string | undefined;
+  #policy: NoticePolicy | undefined;
+  #closed = false;
+
+  /**
+   * Creates the connection pool (connections open lazily); call
+   * {@linkcode migrate} before use, or use {@linkcode openPostgresStorage}.
+   *
+   * @param url A `postgres://` or `postgresql://` URL.
+   * @param options The schema, the pool size and the notice policy.
+   * @throws {TypeError} When the URL or the schema name is invalid.
+   */
+  constructor(url: string, options: PostgresStorageOptions = {}) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new TypeError("Invalid PostgreSQL URL: it does not parse");
+    }
+    if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
+      throw new TypeError(
+        `Invalid PostgreSQL URL: expected postgres:// or postgresql://, got ${parsed.protocol}//`,
+      );
+    }
+    const fromUrl = parsed.searchParams.get("search_path") ?? undefined;
+    const schema = options.schema ?? fromUrl;
+    this.#schema = schema === undefined ? undefined : checkSchema(schema);
+    this.#policy = options.notices;
+    this.#sql = postgres(url, {
+      max: options.maxConnections ?? 10,
+      onnotice: () => {},
+      idle_timeout: 60,
+      connection: this.#schema ? { search_path: this.#schema } : {},
+      types: {
+        bigint: {
+          to: 20,
+          from: [20],
+          serialize: (value: number) => String(value),
+          parse: (value: string) => Number(value),
+        },
+      },
+    }) as unknown as Sql;
+  }
+
+  #q(text: string, params: unknown[] = [], tx?: Tx): Promise<Row[]> {
+    // deno-lint-ignore no-explicit-any
+    const runner: any = tx ?? this.#sql;
+    return runner.unsafe(text, params, { prepare: true }) as Promise<Row[]>;
+  }
+
+  #tx<T>(run: (tx: Tx) => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(new Error("Cannot write: the storage is closed"));
+    }
+    // deno-lint-ignore no-explicit-any
+    return this.#sql.begin(run as any) as Promise<T>;
+  }
+
+  /**
+   * Creates the schema if needed and applies the missing migrations, under
+   * an advisory lock so that instances starting together migrate once.
+   *
+   * @returns The schema version after migrating.
+   * @throws {Error} When the database's schema is newer than this code.
+   */
+  async migrate(): Promise<number> {
+    if (this.#schema) {
+      await this.#q(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`).catch(
+        async (error) => {
+          // Two instances creating it together: one wins, the other sees it.
+          const rows = await this.#q(
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            [this.#schema],
+          );
+          if (rows.length === 0) throw error;
+        },
+      );
+    }
+    return await this.#tx(async (tx) => {
+      await this.#q(
+        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
+        [MIGRATION_LOCK],
+        tx,
+      );
+      await this.#q(
+        `CREATE TABLE IF NOT EXISTS schema_migrations (
+          version INTEGER PRIMARY KEY,
+          name TEXT NOT NULL,
+          applied_at BIGINT NOT NULL
+        )`,
+        [],
+        tx,
+      );
+      const [row] = await this.#q(
+        "SELECT coalesce(max(version), 0) AS v FROM schema_migrations",
+        [],
+        tx,
+      );
+      const current = Number(row!.v);
+      const known = POSTGRES_MIGRATIONS[POSTGRES_MIGRATIONS.length - 1]!
+        .version;
+      if (current > known) {
+        throw new Error(
+          `Cannot open database: its schema version is ${current}, newer than this server's ${known}`,
+        );
+      }
+      for (const migration of POSTGRES_MIGRATIONS) {
+        if (migration.version <= current) continue;
+        await tx.unsafe(migration.sql);
+        await this.#q(
+          "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+          [migration.version, migration.name, Date.now()],
+          tx,
+        );
+      }
+      return known;
+    });
+  }
+
+  /** The schema version the database is at. */
+  async schemaVersion(): Promise<number> {
+    const [row] = await this.#q(
+      "SELECT coalesce(max(version), 0) AS v FROM schema_migrations",
+    );
+    return Number(row!.v);
+  }
+
+  /** Creates a session for a notebook and counts it for the day. */
+  async createUsage(notebook: string, now: number): Promise<StoredUsage> {
+    const uuid = crypto.randomUUID().replaceAll("-", "");
+    const [row] = await this.#q(
+      `WITH u AS (
+         INSERT INTO usages (uuid, notebook, created_at) VALUES ($1, $2, $3) RETURNING id
+       ), c AS (
+         INSERT INTO daily_counts (notebook, day, sessions) VALUES ($2, $4, 1)
+         ON CONFLICT (notebook, day) DO UPDATE SET sessions = daily_counts.sessions + 1
+       )
+       SELECT id FROM u`,
+      [uuid, notebook, now, utcDay(now)],
+    );
+    return {
+      id: Number(row!.id),
+      uuid,
+      notebook,
+      createdAt: now,
+      reportCount: 0,
+    };
+  }
+
+  /** The session with this uuid, or `undefined`. */
+  async getUsage(uuid: string): Promise<StoredUsage | undefined> {
+    const [row] = await this.#q(
+      "SELECT id, uuid, notebook, created_at, report_count FROM usages WHERE uuid = $1",
+      [uuid],
+    );
+    return row ? usageFromRow(row) : undefined;
+  }
+
+  /** A page of sessions, oldest first. */
+  async listUsages(query: PageQuery): Promise<StoredUsage[]> {
+    const rows = await this.#q(
+      `SELECT id, uuid, notebook, created_at, report_count FROM usages
+       ORDER BY id LIMIT $1 OFFSET $2`,
+      [Math.max(0, query.limit), Math.max(0, query.skip)],
+    );
+    return rows.map(usageFromRow);
+  }
+
+  /** Stores a report (or counts a duplicate) and groups it, in one transaction. */
+  addReport(input: AddReportInput): Promise<AddReportResult> {
+    const p = input.payload;
+    const hash = payloadHash(p);
+    const traceback = JSON.stringify(p.traceback);
+    const now = input.now;
+    return this.#tx(async (tx): Promise<AddReportResult> => {
+      const [usage] = await this.#q(
+        `SELECT id, uuid, notebook, report_count FROM usages WHERE uuid = $1 FOR UPDATE`,
+        [input.usageUuid],
+        tx,
+      );
+      if (!usage) return { status: "unknown-session" };
+      if (Number(usage.report_count) >= input.maxReportsPerSession) {
+        return { status: "session-limit", limit: input.maxReportsPerSession };
+      }
+      const usageId = Number(usage.id);
+      const notebook = String(usage.notebook);
+      const [stored] = await this.#q(
+        `WITH dup AS (
+           SELECT id FROM reports WHERE usage_id = $1 AND payload_hash = $2 AND created_at > $3
+           ORDER BY created_at DESC LIMIT 1
+         ), bump AS (
+           UPDATE reports SET occurrences = occurrences + 1, last_seen_at = $4
+           WHERE id IN (SELECT id FROM dup) RETURNING id
+         ), ins AS (
+           INSERT INTO reports (usage_id, notebook, created_at, last_seen_at, payload_hash,
+             error_name, error_message, traceback, first_line, execution_count)
+           SELECT $1::bigint, $5::text, $4::bigint, $4::bigint, $2::text, $6::text,
+             $7::text, $8::text, $9::text, $10::bigint
+           WHERE NOT EXISTS (SELECT 1 FROM dup) RETURNING id
+         ), u AS (
+           UPDATE usages SET report_count = report_count + 1, last_report_at = $4 WHERE id = $1
+         )
+         SELECT (SELECT id FROM bump) AS dup_id, (SELECT id FROM ins) AS new_id`,
+        [
+          usageId,
+          hash,
+          now - input.dedupeWindowMs,
+          now,
+          notebook,
+          p.error_name,
+          p.error_message,
+          traceback,
+          p.first_line,
+          p.execution_count,
+        ],
+        tx,
+      );
+      const duplicateId = stored!.dup_id === null
+        ? null
+        : Number(stored!.dup_id);
+      const reportId = duplicateId ?? Number(stored!.new_id);
+      const group = await this.#group(tx, {
+        usageId,
+        notebook,
+        reportId,
+        newRow: duplicateId === null,
+        input,
+      });
+      if (duplicateId !== null) {
+        const [row] = await this.#q(
+          `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
+           WHERE r.id = $1`,
+          [duplicateId],
+          tx,
+        );
+        return { status: "duplicate", report: reportFromRow(row!), group };
+      }
+      return {
+        status: "stored",
+        group,
+        report: {
+          id: reportId,
+          usageUuid: String(usage.uuid),
+          createdAt: now,
+          lastSeenAt: now,
+          occurrences: 1,
+          error_name: p.error_name,
+          error_message: p.error_message,
+          traceback: p.traceback,
+          first_line: p.first_line,
+          execution_count: p.execution_count,
+          notebook,
+        },
+      };
+    });
+  }
+
+  async #group(
+    tx: Tx,
+    context: {
+      usageId: number;
+      notebook: string;
+      reportId: number;
+      newRow: boolean;
+      input: AddReportInput;
+    },
+  ): Promise<GroupOutcome> {
+    const { notebook, input } = context;
+    const payload = { ...input.payload, notebook };
+    const now = input.now;
+    const hour = utcHour(now);
+    const fingerprint = errorFingerprint(payload);
+    const latest = JSON.stringify(payload);
+    const find = () =>
+      this.#q(
+        `SELECT id, state, first_seen, first_lines, cell_numbers, last_notice_at,
+           last_spike_hour FROM groups WHERE notebook = $1 AND fingerprint = $2 FOR UPDATE`,
+        [notebook, fingerprint],
+        tx,
+      );
+    let [found] = await find();
+    let created = false;
+    if (!found) {
+      const inserted = await this.#q(
+        `INSERT INTO groups (notebook, fingerprint, error_name, error_message, latest,
+           first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (notebook, fingerprint) DO NOTHING
+         RETURNING id, state, first_seen, first_lines, cell_numbers, last_notice_at,
+           last_spike_hour`,
+        [
+          notebook,
+          fingerprint,
+          payload.error_name,
+          payload.error_message,
+          latest,
+          now,
+        ],
+        tx,
+      );
+      if (inserted.length > 0) {
+        created = true;
+        found = inserted[0];
+      } else {
+        // Another transaction created it first: we waited for its commit.
+        [found] = await find();
+      }
+    }
+    const id = Number(found!.id);
+    const reopened = found!.state === "resolved";
+    const state = reopened ? "open" : String(found!.state) as GroupState;
+    const firstLines = addDistinct(
+      String(found!.first_lines),
+      payload.first_line,
+      GROUP_LIMITS.firstLines,
+    );
+    const cellNumbers = payload.execution_count === null
+      ? String(found!.cell_numbers)
+      : addDistinct(
+        String(found!.cell_numbers),
+        payload.execution_count,
+        GROUP_LIMITS.cellNumbers,
+      );
+    const [counted] = await this.#q(
+      `WITH s AS (
+         INSERT INTO group_sessions (group_id, usage_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING RETURNING 1
+       ), g AS (
+         UPDATE groups SET count = count + 1,
+           sessions = sessions + (SELECT count(*) FROM s),
+           last_seen = greatest(last_seen, $3), error_name = $4, error_message = $5,
+           latest = $6, first_lines = $7, cell_numbers = $8, state = $9,
+           state_changed_at = coalesce($10, state_changed_at)
+         WHERE id = $1
+       ), r AS (
+         UPDATE reports SET group_id = $1 WHERE id = $11 AND $12::boolean
+       ), d AS (
+         INSERT INTO daily_counts (notebook, day, reports) VALUES ($13, $14, 1)
+         ON CONFLICT (notebook, day) DO UPDATE SET reports = daily_counts.reports + 1
+       ), gd AS (
+         INSERT INTO group_days (group_id, day, count) VALUES ($1, $14, 1)
+         ON CONFLICT (group_id, day) DO UPDATE SET count = group_days.count + 1
+       ), nh AS (
+         INSERT INTO notebook_hours (notebook, hour, reports) VALUES ($13, $15, 1)
+         ON CONFLICT (notebook, hour) DO UPDATE SET reports = notebook_hours.reports + 1
+       ), gh AS (
+         INSERT INTO group_hours (group_id, hour, count) VALUES ($1, $15, 1)
+         ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hours.count + 1
+         RETURNING count
+       )
+       SELECT (SELECT count FROM gh) AS hour_count`,
+      [
+        id,
+        context.usageId,
+        now,
+        payload.error_name,
+        payload.error_message,
+        latest,
+        firstLines,
+        cellNumbers,
+        state,
+        reopened ? now : null,
+        context.reportId,
+        context.newRow,
+        notebook,
+        utcDay(now),
+        hour,
+      ],
+      tx,
+    );
+    const hourCount = Number(counted!.hour_count);
+    const outcome: GroupOutcome = { id, created, reopened };
+    const policy = this.#policy;
+    if (!policy || state === "ignored") return outcome;
+    let kind: "new" | "regression" | "spike" | undefined;
+    let hourlyAverage: number | undefined;
+    if (created) kind = "new";
+    else if (reopened) kind = "regression";
+    else if (
+      hourCount >= policy.spikeMinimum &&
+      (found!.last_spike_hour === null ||
+        Number(found!.last_spike_hour) !== hour)
+    ) {
+      const from = Math.max(
+        hour - SPIKE_LOOKBACK_HOURS,
+        utcHour(Number(found!.first_seen)),
+      );
+      const hours = hour - from;
+      if (hours > 0) {
+        const [past] = await this.#q(
+          `SELECT coalesce(sum(count), 0)::bigint AS n FROM group_hours
+           WHERE group_id = $1 AND hour >= $2 AND hour < $3`,
+          [id, from, hour],
+          tx,
+        );
+        hourlyAverage = Number(past!.n) / hours;
+        if (hourCount > policy.spikeFactor * hourlyAverage) kind = "spike";
+      }
+    }
+    if (kind === undefined) return outcome;
+    const lastNotice = found!.last_notice_at === null
+      ? null
+      : Number(found!.last_notice_at);
+    if (lastNotice !== null && now - lastNotice < policy.minGroupIntervalMs) {
+      return outcome;
+    }
+    const [groupRow] = await this.#q(
+      `SELECT ${GROUP_COLUMNS} FROM groups WHERE id = $1`,
+      [id],
+      tx,
+    );
+    const data: NoticeData = {
+      kind,
+      group: groupFromRow(groupRow!),
+      latest: payload,
+      ...(kind === "spike" ? { hourCount, hourlyAverage } : {}),
+    };
+    await this.#q(
+      `WITH n AS (
+         INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
+         VALUES ($1, $2, $3, $3, $4)
+       )
+       UPDATE groups SET last_notice_at = $3,
+         last_spike_hour = coalesce($5, last_spike_hour) WHERE id = $2`,
+      [kind, id, now, JSON.stringify(data), kind === "spike" ? hour : null],
+      tx,
+    );
+    outcome.notice = kind;
+    return outcome;
+  }
+
+  /** The reports of the sessions with these uuids, oldest first. */
+  async listUsageReports(uuids: string[]): Promise<StoredReport[]> {
+    if (uuids.length === 0) return [];
+    const rows = await this.#q(
+      `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
+       WHERE u.uuid = ANY($1::text[]) ORDER BY r.id`,
+      [uuids],
+    );
+    return rows.map(reportFromRow);
+  }
+
+  /** A page of reports. */
+  async listReports(query: ReportQuery): Promise<StoredReport[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (query.notebook !== undefined) {
+      params.push(query.notebook);
+      where.push(`r.notebook = $${params.length}`);
+    }
+    if (query.since !== undefined) {
+      params.push(query.since);
+      where.push(`r.created_at >= $${params.length}`);
+    }
+    if (query.until !== undefined) {
+      params.push(query.until);
+      where.push(`r.created_at < $${params.length}`);
+    }
+    const order = query.order === "desc" ? "DESC" : "ASC";
+    params.push(Math.max(0, query.limit), Math.max(0, query.skip));
+    const rows = await this.#q(
+      `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
+       ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY r.id ${order} LIMIT $${
+        params.length - 1
+      } OFFSET $${params.length}`,
+      params,
+    );
+    return rows.map(reportFromRow);
+  }
+
+  /** Per-day counts, ordered by day then notebook. */
+  async dailyCounts(query: DailyCountQuery): Promise<DailyCount[]> {
+    const params: unknown[] = [query.fromDay, query.toDay];
+    let filter = "";
+    if (query.notebook !== undefined) {
+      params.push(query.notebook);
+      filter = "AND notebook = $3";
+    }
+    const rows = await this.#q(
+      `SELECT day, notebook, reports, sessions FROM daily_counts
+       WHERE day >= $1 AND day <= $2 ${filter} ORDER BY day, notebook`,
+      params,
+    );
+    return rows.map((r) => ({
+      day: String(r.day),
+      notebook: String(r.notebook),
+      reports: Number(r.reports),
+      sessions: Number(r.sessions),
+    }));
+  }
+
+  /** Every notebook with its totals, by name. */
+  async notebooks(): Promise<NotebookSummary[]> {
+    const rows = await this.#q(
+      `SELECT c.notebook AS notebook, sum(c.reports)::bigint AS reports,
+         sum(c.sessions)::bigint AS sessions,
+         (SELECT max(r.created_at) FROM reports r WHERE r.notebook = c.notebook) AS last
+       FROM daily_counts c GROUP BY c.notebook ORDER BY c.notebook`,
+    );
+    return rows.map((r) => ({
+      notebook: String(r.notebook),
+      reports: Number(r.reports),
+      sessions: Number(r.sessions),
+      lastReportAt: r.last === null ? null : Number(r.last),
+    }));
+  }
+
+  /** The bytes of this schema's tables and indexes. */
+  async dataBytes(): Promise<number> {
+    const [row] = await this.#q(
+      `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = current_schema() AND c.relkind = 'r'`,
+    );
+    return Number(row!.bytes);
+  }
+
+  /**
+   * Deletes old raw reports and enforces the size cap; per-day counts stay.
+   * PostgreSQL reuses deleted rows' space after (auto)vacuum rather than
+   * shrinking files, so past the cap it deletes the oldest share of reports
+   * in proportion to the excess, once per call.
+   */
+  async prune(options: PruneOptions): Promise<PruneResult> {
+    const cutoff = options.now - options.maxAgeMs;
+    const hour = utcHour(options.now);
+    let expiredReports = 0;
+    for (;;) {
+      const rows = await this.#q(
+        `DELETE FROM reports WHERE id IN
+         (SELECT id FROM reports WHERE created_at < $1 ORDER BY created_at LIMIT 5000)
+         RETURNING 1`,
+        [cutoff],
+      );
+      expiredReports += rows.length;
+      if (rows.length < 5000) break;
+    }
+    const usages = await this.#q(
+      `DELETE FROM usages WHERE created_at < $1
+       AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.usage_id = usages.id) RETURNING 1`,
+      [cutoff],
+    );
+    await this.#q("DELETE FROM group_hours WHERE hour < $1", [
+      hour - GROUP_HOURS_KEPT,
+    ]);
+    await this.#q("DELETE FROM notebook_hours WHERE hour < $1", [
+      hour - NOTEBOOK_HOURS_KEPT,
+    ]);
+    await this.#q(
+      `DELETE FROM notices WHERE status IN ('sent', 'digested', 'failed')
+       AND created_at < $1`,
+      [options.now - 30 * 86_400_000],
+    );
+    let evictedReports = 0;
+    const bytes = await this.dataBytes();
+    if (bytes > options.maxBytes) {
+      const [count] = await this.#q("SELECT count(*) AS n FROM reports");
+      const total = Number(count!.n);
+      const n = Math.min(
+        total,
+        Math.max(100, Math.ceil(total * (bytes - options.maxBytes) / bytes)),
+      );
+      if (n > 0) {
+        const rows = await this.#q(
+          `DELETE FROM reports WHERE id IN
+           (SELECT id FROM reports ORDER BY created_at, id LIMIT $1) RETURNING 1`,
+          [n],
+        );
+        evictedReports = rows.length;
+      }
+    }
+    return {
+      expiredReports,
+      expiredUsages: usages.length,
+      evictedReports,
+      bytes: await this.dataBytes(),
+    };
+  }
+
+  /** A page of a notebook's groups, with the total that match. */
+  async listGroups(
+    query: GroupQuery,
+  ): Promise<{ total: number; groups: GroupSummary[] }> {
+    const params: unknown[] = [query.notebook];
+    const where = ["notebook = $1"];
+    if (query.state !== undefined) {
+      params.push(query.state);
+      where.push(`state = $${params.length}`);
+    }
+    const text = query.text?.trim();
+    if (text) {
+      params.push(text.toLowerCase());
+      where.push(
+        `(strpos(lower(error_name), $${params.length}) > 0 OR strpos(lower(error_message), $${params.length}) > 0)`,
+      );
+    }
+    const filter = where.join(" AND ");
+    const order = query.sort === "count"
+      ? "count DESC, id DESC"
+      : "last_seen DESC, id DESC";
+    const [total] = await this.#q(
+      `SELECT count(*) AS n FROM groups WHERE ${filter}`,
+      params,
+    );
+    const rows = await this.#q(
+      `SELECT ${GROUP_COLUMNS} FROM groups WHERE ${filter}
+       ORDER BY ${order} LIMIT $${params.length + 1} OFFSET $${
+        params.length + 2
+      }`,
+      [...params, Math.max(0, query.limit), Math.max(0, query.skip)],
+    );
+    return { total: Number(total!.n), groups: rows.map(groupFromRow) };
+  }
+
+  /** One group with its details, or `undefined`. */
+  async getGroup(id: number): Promise<GroupDetail | undefined> {
+    if (!Number.isSafeInteger(id)) return undefined;
+    const [row] = await this.#q(
+      `SELECT ${GROUP_COLUMNS}, latest, first_lines, cell_numbers FROM groups WHERE id = $1`,
+      [id],
+    );
+    if (!row) return undefined;
+    return {
+      ...groupFromRow(row),
+      latest: JSON.parse(String(row.latest)),
+      firstLines: JSON.parse(String(row.first_lines)),
+      cellNumbers: JSON.parse(String(row.cell_numbers)),
+    };
+  }
+
+  /** Per-day counts of these groups, by group then day. */
+  async groupDailyCounts(
+    groupIds: number[],
+    fromDay: string,
+    toDay: string,
+  ): Promise<GroupDay[]> {
+    const ids = [...new Set(groupIds)].filter(Number.isSafeInteger);
+    if (ids.length === 0) return [];
+    const rows = await this.#q(
+      `SELECT group_id, day, count FROM group_days
+       WHERE group_id = ANY($1::bigint[]) AND day >= $2 AND day <= $3
+       ORDER BY group_id, day`,
+      [ids, fromDay, toDay],
+    );
+    return rows.map((r) => ({
+      groupId: Number(r.group_id),
+      day: String(r.day),
+      count: Number(r.count),
+    }));
+  }
+
+  /** Every notebook's window statistics, by name. */
+  async notebookWindowStats(now: number): Promise<NotebookWindowStats[]> {
+    const hour = utcHour(now);
+    const rows = await this.#q(
+      `WITH names AS (
+         SELECT notebook FROM daily_counts UNION SELECT notebook FROM groups
+       )
+       SELECT n.notebook AS notebook,
+         (SELECT count(*) FROM groups g WHERE g.notebook = n.notebook) AS groups,
+         (SELECT coalesce(sum(reports), 0)::bigint FROM notebook_hours h
+            WHERE h.notebook = n.notebook AND h.hour > $1) AS r24,
+         (SELECT coalesce(sum(reports), 0)::bigint FROM notebook_hours h
+            WHERE h.notebook = n.notebook AND h.hour > $2) AS r7,
+         (SELECT coalesce(sum(reports), 0)::bigint FROM notebook_hours h
+            WHERE h.notebook = n.notebook AND h.hour > $3) AS r30,
+         (SELECT count(*) FROM usages u
+            WHERE u.notebook = n.notebook AND u.last_report_at > $4) AS s24,
+         (SELECT count(*) FROM usages u
+            WHERE u.notebook = n.notebook AND u.last_report_at > $5) AS s7,
+         (SELECT count(*) FROM usages u
+            WHERE u.notebook = n.notebook AND u.last_report_at > $6) AS s30
+       FROM names n ORDER BY n.notebook COLLATE "C"`,
+      [
+        hour - 24,
+        hour - 7 * 24,
+        hour - 30 * 24,
+        now - 86_400_000,
+        now - 7 * 86_400_000,
+        now - 30 * 86_400_000,
+      ],
+    );
+    return rows.map((r) => ({
+      notebook: String(r.notebook),
+      groups: Number(r.groups),
+      reports24h: Number(r.r24),
+      reports7d: Number(r.r7),
+      reports30d: Number(r.r30),
+      sessions24h: Number(r.s24),
+      sessions7d: Number(r.s7),
+      sessions30d: Number(r.s30),
+    }));
+  }
+
+  /** Sets a group's state; `false` when there is no such group. */
+  async setGroupState(
+    id: number,
+    state: GroupState,
+    now: number,
+  ): Promise<boolean> {
+    if (!Number.isSafeInteger(id)) return false;
+    const rows = await this.#q(
+      "UPDATE groups SET state = $1, state_changed_at = $2 WHERE id = $3 RETURNING 1",
+      [state, now, id],
+    );
+    return rows.length > 0;
+  }
+
+  /** Deletes a group and its raw reports; `false` when there is no such group. */
+  deleteGroup(id: number): Promise<boolean> {
+    if (!Number.isSafeInteger(id)) return Promise.resolve(false);
+    return this.#tx(async (tx) => {
+      const rows = await this.#q(
+        "DELETE FROM groups WHERE id = $1 RETURNING 1",
+        [id],
+        tx,
+      );
+      if (rows.length === 0) return false;
+      await this.#q(
+        `WITH a AS (DELETE FROM group_days WHERE group_id = $1),
+           b AS (DELETE FROM group_hours WHERE group_id = $1),
+           c AS (DELETE FROM group_sessions WHERE group_id = $1)
+         DELETE FROM reports WHERE group_id = $1`,
+        [id],
+        tx,
+      );
+      return true;
+    });
+  }
+
+  /** Claims due Slack notices under the hourly budget, one instance at a time. */
+  claimNotices(options: ClaimNoticesOptions): Promise<OutboxNotice[]> {
+    const { now } = options;
+    const hour = utcHour(now);
+    return this.#tx(async (tx) => {
+      await this.#q(
+        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
+        [OUTBOX_LOCK],
+        tx,
+      );
+      const held = await this.#q(
+        `SELECT id, hour, data FROM notices WHERE status = 'held' AND hour < $1
+         ORDER BY hour, id`,
+        [hour],
+        tx,
+      );
+      const byHour = new Map<number, DigestItem[]>();
+      for (const row of held) {
+        const h = Number(row.hour);
+        const items = byHour.get(h) ?? [];
+        items.push(digestItem(JSON.parse(String(row.data)) as NoticeData));
+        byHour.set(h, items);
+      }
+      for (const [heldHour, items] of byHour) {
+        const data: NoticeData = { kind: "digest", hour: heldHour, items };
+        await this.#q(
+          `INSERT INTO notices (kind, group_id, created_at, next_attempt_at, hour, data)
+           VALUES ('digest', NULL, $1, $1, $2, $3) ON CONFLICT DO NOTHING`,
+          [now, heldHour, JSON.stringify(data)],
+          tx,
+        );
+        await this.#q(
+          "UPDATE notices SET status = 'digested' WHERE status = 'held' AND hour = $1",
+          [heldHour],
+          tx,
+        );
+      }
+      await this.#q(
+        `UPDATE notices SET status = 'pending', claimed_hour = NULL, lease_until = NULL
+         WHERE status = 'sending' AND lease_until <= $1`,
+        [now],
+        tx,
+      );
+      const [state] = await this.#q(
+        "SELECT paused_until FROM slack_state WHERE id = 1",
+        [],
+        tx,
+      );
+      if (state && Number(state.paused_until) > now) return [];
+      const [usedRow] = await this.#q(
+        `SELECT count(*) AS n FROM notices WHERE claimed_hour = $1
+         AND status IN ('sent', 'sending')`,
+        [hour],
+        tx,
+      );
+      let used = Number(usedRow!.n);
+      const due = await this.#q(
+        `SELECT ${NOTICE_COLUMNS} FROM notices
+         WHERE status = 'pending' AND next_attempt_at <= $1
+         ORDER BY (kind = 'digest') DESC, id LIMIT $2`,
+        [now, Math.max(1, options.limit)],
+        tx,
+      );
+      const claimed: OutboxNotice[] = [];
+      const claim: number[] = [];
+      const hold: number[] = [];
+      for (const row of due) {
+        if (used < options.hourlyCap) {
+          used++;
+          claim.push(Number(row.id));
+          claimed.push(
+            noticeFromRow({ ...row, attempts: Number(row.attempts) + 1 }),
+          );
+        } else if (row.kind !== "digest") {
+          hold.push(Number(row.id));
+        }
+      }
+      if (claim.length > 0) {
+        await this.#q(
+          `UPDATE notices SET status = 'sending', attempts = attempts + 1,
+           lease_until = $1, claimed_hour = $2 WHERE id = ANY($3::bigint[])`,
+          [now + options.leaseMs, hour, claim],
+          tx,
+        );
+      }
+      if (hold.length > 0) {
+        await this.#q(
+          "UPDATE notices SET status = 'held', hour = $1 WHERE id = ANY($2::bigint[])",
+          [hour, hold],
+          tx,
+        );
+      }
+      return claimed;
+    });
+  }
+
+  /** Records the outcome of sending a notice. */
+  async settleNotice(
+    id: number,
+    outcome: NoticeOutcome,
+    now: number,
+  ): Promise<void> {
+    if (outcome.status === "sent") {
+      await this.#q(
+        `UPDATE notices SET status = 'sent', sent_at = $1, lease_until = NULL,
+         last_error = NULL WHERE id = $2`,
+        [now, id],
+      );
+      return;
+    }
+    if (outcome.status === "failed") {
+      await this.#q(
+        `UPDATE notices SET status = 'failed', lease_until = NULL, claimed_hour = NULL,
+         last_error = $1 WHERE id = $2`,
+        [outcome.error.slice(0, 500), id],
+      );
+      return;
+    }
+    await this.#q(
+      `WITH n AS (
+         UPDATE notices SET status = 'pending', lease_until = NULL, claimed_hour = NULL,
+         next_attempt_at = $1, last_error = $2 WHERE id = $3
+       )
+       UPDATE slack_state SET paused_until = greatest(paused_until, $4) WHERE id = 1`,
+      [outcome.at, outcome.error.slice(0, 500), id, outcome.pauseUntil ?? 0],
+    );
+  }
+
+  /** Every notice in the outbox, oldest first. */
+  async listNotices(): Promise<NoticeRecord[]> {
+    const rows = await this.#q(
+      `SELECT ${NOTICE_COLUMNS} FROM notices ORDER BY id`,
+    );
+    return rows.map((row) => ({
+      ...noticeFromRow(row),
+      status: row.status as NoticeRecord["status"],
+      nextAttemptAt: Number(row.next_attempt_at),
+      sentAt: row.sent_at === null ? null : Number(row.sent_at),
+      lastError: row.last_error === null ? null : String(row.last_error),
+    }));
+  }
+
+  /** Resolves when the database answers a trivial query. */
+  async ping(): Promise<void> {
+    await this.#q("SELECT 1");
+  }
+
+  /** Waits for the queries in flight and closes the pool. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#sql.end({ timeout: 5 });
+  }
+}
+
+const REPORT_COLUMNS = `r.id, u.uuid AS usage_uuid, r.notebook, r.created_at,
+  r.last_seen_at, r.occurrences, r.error_name, r.error_message, r.traceback,
+  r.first_line, r.execution_count`;
+
+const GROUP_COLUMNS = `id, notebook, fingerprint, error_name, error_message,
+  count, sessions, first_seen, last_seen, state`;
+
+const NOTICE_COLUMNS = `id, kind, group_id, created_at, status, attempts,
+  next_attempt_at, sent_at, last_error, data, hour`;
+
+function usageFromRow(row: Row): StoredUsage {
+  return {
+    id: Number(row.id),
+    uuid: String(row.uuid),
+    notebook: String(row.notebook),
+    createdAt: Number(row.created_at),
+    reportCount: Number(row.report_count),
+  };
+}
+
+function reportFromRow(row: Row): StoredReport {
+  return {
+    id: Number(row.id),
+    usageUuid: String(row.usage_uuid),
+    createdAt: Number(row.created_at),
+    lastSeenAt: Number(row.last_seen_at),
+    occurrences: Number(row.occurrences),
+    error_name: String(row.error_name),
+    error_message: String(row.error_message),
+    traceback: JSON.parse(String(row.traceback)) as TracebackFrame[],
+    first_line: String(row.first_line),
+    execution_count: row.execution_count === null
+      ? null
+      : Number(row.execution_count),
+    notebook: String(row.notebook),
+  };
+}
+
+function groupFromRow(row: Row): GroupSummary {
+  return {
+    id: Number(row.id),
+    notebook: String(row.notebook),
+    fingerprint: String(row.fingerprint),
+    errorName: String(row.error_name),
+    errorMessage: String(row.error_message),
+    count: Number(row.count),
+    sessions: Number(row.sessions),
+    firstSeen: Number(row.first_seen),
+    lastSeen: Number(row.last_seen),
+    state: String(row.state) as GroupState,
+  };
+}
+
+function noticeFromRow(row: Row): OutboxNotice {
+  return {
+    id: Number(row.id),
+    kind: String(row.kind) as NoticeKind,
+    groupId: row.group_id === null ? null : Number(row.group_id),
+    createdAt: Number(row.created_at),
+    attempts: Number(row.attempts),
+    data: JSON.parse(String(row.data)) as NoticeData,
+  };
+}
