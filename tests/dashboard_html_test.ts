@@ -81,8 +81,9 @@ Deno.test("barChart() draws one bar per point scaled to the largest and escapes 
   const heights = [...svg.matchAll(/<rect class="bar"[^>]* height="([\d.]+)"/g)]
     .map((m) => Number(m[1]));
   assertEquals(heights.length, 3);
-  assertEquals(heights[1], 120 - 20 - 8);
-  assertEquals(heights[0], (120 - 20 - 8) / 2);
+  // 4 units above the tallest bar, 1 for the baseline.
+  assertEquals(heights[1], 115);
+  assertEquals(heights[0], 57.5);
   assertEquals(heights[2], 0);
   assert(svg.includes("&lt;x&gt;: 4 reports"));
   assert(svg.includes('aria-label="Reports &lt;per&gt; day"'));

@@ -1,7 +1,8 @@
 /**
- * The dashboard's two static assets, served from its own origin: a small
- * stylesheet (readable from phone width up, light and dark) and a small
- * script that shows `<time datetime>` elements in the viewer's time zone.
+ * The dashboard's static assets, served from its own origin: a small
+ * stylesheet (readable from phone width up, light and dark), a small script
+ * that shows `<time datetime>` elements in the viewer's time zone, and an
+ * icon (so browsers do not ask for `/favicon.ico`).
  * Pages work without the script (times then read in UTC).
  *
  * @module
@@ -76,10 +77,13 @@ button.danger { color: var(--bad); }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; margin: 0 0 1rem; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }
-svg.chart { width: 100%; height: 10rem; display: block; }
+figure.chart { margin: 0; }
+.chart-max, .chart-axis { font-size: .8rem; }
+.chart-axis { display: flex; justify-content: space-between; }
+svg.chart { width: 100%; height: 9rem; display: block; }
 svg.chart .bar { fill: var(--bar); }
-svg.chart .axis, svg.sparkline .axis { stroke: var(--line); stroke-width: 1; }
-svg.chart text { fill: var(--muted); font-size: 11px; }
+svg.chart .axis, svg.sparkline .axis { stroke: var(--line); stroke-width: 1;
+  vector-effect: non-scaling-stroke; }
 svg.sparkline { display: block; }
 svg.sparkline .spark { fill: var(--bar); }
 .sort-active { font-weight: 700; }
@@ -115,6 +119,12 @@ const SCRIPT = `// Shows <time datetime> elements in the viewer's time zone.
 })();
 `;
 
+const ICON = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">
+<rect width="16" height="16" rx="3" fill="#b3261e"/>
+<path d="M8 3v6M8 11.5v1.5" stroke="#fff" stroke-width="2" stroke-linecap="round"/>
+</svg>
+`;
+
 function asset(body: string, contentType: string): DashboardAsset {
   return {
     body,
@@ -134,8 +144,9 @@ function asset(body: string, contentType: string): DashboardAsset {
  * ```
  */
 export const DASHBOARD_ASSETS: Readonly<
-  Record<"dashboard.css" | "time.js", DashboardAsset>
+  Record<"dashboard.css" | "time.js" | "icon.svg", DashboardAsset>
 > = Object.freeze({
   "dashboard.css": asset(CSS, "text/css; charset=utf-8"),
   "time.js": asset(SCRIPT, "text/javascript; charset=utf-8"),
+  "icon.svg": asset(ICON, "image/svg+xml"),
 });

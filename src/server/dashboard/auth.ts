@@ -292,7 +292,7 @@ export class DashboardAuth {
 
   /**
    * Whether a browser request comes from the dashboard's own origin: when
-   * `Sec-Fetch-Site` or `Origin` are sent they must say so.
+   * `Sec-Fetch-Site` or a non-null `Origin` are sent they must say so.
    *
    * @param request The request.
    * @returns `false` when the browser says the request is cross-origin.
@@ -301,7 +301,10 @@ export class DashboardAuth {
     const site = request.headers.get("sec-fetch-site");
     if (site && site !== "same-origin" && site !== "none") return false;
     const origin = request.headers.get("origin");
-    if (origin === null) return true;
+    // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` even
+    // for same-origin form posts; `Sec-Fetch-Site` (checked above) and the
+    // CSRF token then decide.
+    if (origin === null || origin === "null") return true;
     let originHost: string;
     try {
       originHost = new URL(origin).host;

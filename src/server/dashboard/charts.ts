@@ -52,12 +52,13 @@ function formatNumber(value: number): string {
 }
 
 /**
- * A bar chart as inline SVG, one bar per point, with the largest value
- * marked on the axis and the first and last labels below.
+ * A bar chart as inline SVG, one bar per point (each with a tooltip), in
+ * a `<figure>` that shows the largest value above and the first and last
+ * labels below.
  *
  * @param points The bars, left to right.
  * @param options The title and size.
- * @returns The `<svg>` element.
+ * @returns The `<figure>` element.
  *
  * @example Usage
  * ```ts
@@ -67,33 +68,32 @@ function formatNumber(value: number): string {
  *   [{ label: "2026-11-24", value: 3 }, { label: "2026-11-25", value: 5 }],
  *   { title: "Reports per day" },
  * );
- * console.log(svg.toString().startsWith("<svg")); // true
+ * console.log(svg.toString().includes("<svg")); // true
  * ```
  */
 export function barChart(
   points: readonly ChartPoint[],
   options: BarChartOptions,
 ): SafeHtml {
+  // The SVG stretches to its box (preserveAspectRatio="none"), so it holds
+  // only bars and the baseline; the labels are HTML around it and keep
+  // their shape at any width.
   const width = options.width ?? 600;
   const height = options.height ?? 160;
   const unit = options.unit ?? "reports";
-  const left = 40;
-  const bottom = 20;
-  const top = 8;
-  const plotWidth = width - left - 4;
-  const plotHeight = height - bottom - top;
+  const top = 4;
+  const plotHeight = height - top - 1;
   const max = Math.max(0, ...points.map((p) => p.value));
-  const slot = points.length > 0 ? plotWidth / points.length : plotWidth;
+  const slot = points.length > 0 ? width / points.length : width;
   const barWidth = Math.max(1, slot * 0.8);
   const bars = points.map((point, i) => {
     const h = max > 0 ? (Math.max(0, point.value) / max) * plotHeight : 0;
-    const x = left + i * slot + (slot - barWidth) / 2;
-    const y = top + plotHeight - h;
+    const x = i * slot + (slot - barWidth) / 2;
+    const shown = Math.max(h, point.value > 0 ? 1 : 0);
     return html`
-      <rect class="bar" x="${x.toFixed(1)}" y="${y.toFixed(
-        1,
-      )}" width="${barWidth.toFixed(1)}"
-        height="${Math.max(h, point.value > 0 ? 1 : 0).toFixed(1)}">
+      <rect class="bar" x="${x.toFixed(1)}" y="${(top + plotHeight - shown)
+        .toFixed(1)}" width="${barWidth.toFixed(1)}"
+        height="${shown.toFixed(1)}">
         <title>${point.label}: ${formatNumber(point.value)} ${unit}</title>
       </rect>
     `;
@@ -101,18 +101,16 @@ export function barChart(
   const first = points[0]?.label ?? "";
   const last = points[points.length - 1]?.label ?? "";
   return html`
-    <svg class="chart" viewBox="0 0 ${width} ${height}" role="img"
-      aria-label="${options.title}"
-      preserveAspectRatio="none"><title>${options
-        .title}</title><line class="axis" x1="${left}" y1="${top +
-        plotHeight}" x2="${width - 4}" y2="${top +
-        plotHeight}"></line><text class="tick" x="${left - 4}" y="${top +
-        8}" text-anchor="end">${formatNumber(
-          max,
-        )}</text><text class="tick" x="${left - 4}" y="${top +
-        plotHeight}" text-anchor="end">0</text>${bars}<text class="tick" x="${left}" y="${height -
-        4}">${first}</text><text class="tick" x="${width - 4}" y="${height -
-        4}" text-anchor="end">${last}</text></svg>
+    <figure class="chart">
+      <div class="chart-max tick">${formatNumber(max)}</div>
+      <svg class="chart" viewBox="0 0 ${width} ${height}" role="img"
+        aria-label="${options.title}"
+        preserveAspectRatio="none"><title>${options
+          .title}</title><line class="axis" x1="0" y1="${height -
+          0.5}" x2="${width}" y2="${height - 0.5}"></line>${bars}</svg>
+      <div
+        class="chart-axis tick"><span>${first}</span><span>${last}</span></div>
+    </figure>
   `;
 }
 

@@ -66,6 +66,7 @@ function layout(
         <meta name="referrer" content="no-referrer">
         <title>${title} · nbr dashboard</title>
         <link rel="stylesheet" href="${assetUrl("dashboard.css")}">
+        <link rel="icon" href="${assetUrl("icon.svg")}" type="image/svg+xml">
         <script src="${assetUrl("time.js")}" defer></script>
       </head>
       <body>
