@@ -320,6 +320,9 @@ export class SqliteStorage implements Storage {
         `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id WHERE r.id = ?`,
       listUsages:
         "SELECT id, uuid, notebook, created_at, report_count FROM usages ORDER BY id LIMIT ? OFFSET ?",
+      savepoint: "SAVEPOINT w",
+      release: "RELEASE w",
+      rollbackTo: "ROLLBACK TO w",
     };
     for (const [name, text] of Object.entries(sql)) {
       this.#statements[name] = this.#db.prepare(text);
@@ -354,15 +357,17 @@ export class SqliteStorage implements Storage {
         for (const write of batch) write.reject(error);
         continue;
       }
+      const savepoint = this.#st("savepoint");
+      const release = this.#st("release");
       for (const write of batch) {
-        this.#db.exec("SAVEPOINT w");
+        savepoint.run();
         try {
           const value = write.run();
-          this.#db.exec("RELEASE w");
+          release.run();
           outcomes.push({ ok: true, value });
         } catch (error) {
-          this.#db.exec("ROLLBACK TO w");
-          this.#db.exec("RELEASE w");
+          this.#st("rollbackTo").run();
+          release.run();
           outcomes.push({ ok: false, value: error });
         }
       }

@@ -114,7 +114,23 @@ export async function readJsonBody(
       );
     }
   }
-  const bytes = await readBounded(request, maxBytes);
+  let bytes: Uint8Array;
+  if (length !== null) {
+    // The declared length bounds what the HTTP layer reads: read it at once.
+    try {
+      bytes = new Uint8Array(await request.arrayBuffer());
+    } catch {
+      throw new HttpError(400, "the body could not be read");
+    }
+    if (bytes.byteLength > maxBytes) {
+      throw new HttpError(
+        413,
+        `body is over the limit of ${maxBytes} bytes`,
+      );
+    }
+  } else {
+    bytes = await readBounded(request, maxBytes);
+  }
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
