@@ -26,7 +26,6 @@ import postgres from "npm:postgres@3.4.5";
 import type { TracebackFrame } from "../types.ts";
 import { errorFingerprint } from "./fingerprint.ts";
 import {
-  addDistinct,
   digestItem,
   GROUP_HOURS_KEPT,
   NOTEBOOK_HOURS_KEPT,
@@ -195,6 +194,163 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         paused_until BIGINT NOT NULL DEFAULT 0
       );
       INSERT INTO slack_state (id, paused_until) VALUES (1, 0);
+      CREATE FUNCTION nbr_add_report(
+        p_uuid TEXT, p_hash TEXT, p_dedupe_since BIGINT, p_now BIGINT,
+        p_max_reports DOUBLE PRECISION, p_error_name TEXT, p_error_message TEXT,
+        p_traceback TEXT, p_first_line TEXT, p_execution_count BIGINT,
+        p_fingerprint TEXT, p_latest TEXT, p_day TEXT, p_hour BIGINT,
+        p_max_first_lines INTEGER, p_max_cells INTEGER, p_notify BOOLEAN,
+        p_min_interval BIGINT, p_spike_factor DOUBLE PRECISION,
+        p_spike_minimum BIGINT, p_lookback BIGINT
+      ) RETURNS TABLE (
+        status TEXT, report_id BIGINT, group_id BIGINT, created BOOLEAN,
+        reopened BOOLEAN, notice TEXT
+      ) LANGUAGE plpgsql AS $fn$
+      #variable_conflict use_column
+      DECLARE
+        u RECORD;
+        g RECORD;
+        v_dup BIGINT;
+        v_report BIGINT;
+        v_created BOOLEAN := false;
+        v_reopened BOOLEAN;
+        v_state TEXT;
+        v_new_session INTEGER;
+        v_hour_count BIGINT;
+        v_kind TEXT;
+        v_from BIGINT;
+        v_past BIGINT;
+        v_avg DOUBLE PRECISION;
+        v_summary JSONB;
+      BEGIN
+        -- The session: its row lock makes the cap and the duplicate check exact.
+        SELECT id, notebook, report_count INTO u FROM usages
+          WHERE uuid = p_uuid FOR UPDATE;
+        IF NOT FOUND THEN
+          RETURN QUERY SELECT 'unknown-session'::TEXT, NULL::BIGINT, NULL::BIGINT,
+            false, false, NULL::TEXT;
+          RETURN;
+        END IF;
+        IF u.report_count >= p_max_reports THEN
+          RETURN QUERY SELECT 'session-limit'::TEXT, NULL::BIGINT, NULL::BIGINT,
+            false, false, NULL::TEXT;
+          RETURN;
+        END IF;
+        UPDATE usages SET report_count = report_count + 1, last_report_at = p_now
+          WHERE id = u.id;
+        -- The group: created once (unique key), then locked by every report.
+        SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
+          FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprint
+          FOR UPDATE;
+        IF NOT FOUND THEN
+          INSERT INTO groups (notebook, fingerprint, error_name, error_message,
+              latest, first_seen, last_seen)
+            VALUES (u.notebook, p_fingerprint, p_error_name, p_error_message,
+              p_latest, p_now, p_now)
+            ON CONFLICT (notebook, fingerprint) DO NOTHING
+            RETURNING id, state, first_seen, last_notice_at, last_spike_hour INTO g;
+          IF FOUND THEN
+            v_created := true;
+          ELSE
+            SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
+              FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprint
+              FOR UPDATE;
+          END IF;
+        END IF;
+        v_reopened := g.state = 'resolved';
+        v_state := CASE WHEN v_reopened THEN 'open' ELSE g.state END;
+        -- The report: a duplicate of the session within the window is counted.
+        SELECT id INTO v_dup FROM reports
+          WHERE usage_id = u.id AND payload_hash = p_hash AND created_at > p_dedupe_since
+          ORDER BY created_at DESC LIMIT 1;
+        IF v_dup IS NOT NULL THEN
+          UPDATE reports SET occurrences = occurrences + 1, last_seen_at = p_now
+            WHERE id = v_dup;
+          v_report := v_dup;
+        ELSE
+          INSERT INTO reports (usage_id, notebook, created_at, last_seen_at,
+              payload_hash, error_name, error_message, traceback, first_line,
+              execution_count, group_id)
+            VALUES (u.id, u.notebook, p_now, p_now, p_hash, p_error_name,
+              p_error_message, p_traceback, p_first_line, p_execution_count, g.id)
+            RETURNING id INTO v_report;
+        END IF;
+        INSERT INTO group_sessions (group_id, usage_id) VALUES (g.id, u.id)
+          ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS v_new_session = ROW_COUNT;
+        UPDATE groups SET count = count + 1, sessions = sessions + v_new_session,
+          last_seen = greatest(last_seen, p_now), error_name = p_error_name,
+          error_message = p_error_message, latest = p_latest,
+          first_lines = CASE
+            WHEN jsonb_array_length(first_lines::jsonb) >= p_max_first_lines
+              OR first_lines::jsonb @> jsonb_build_array(p_first_line)
+            THEN first_lines
+            ELSE (first_lines::jsonb || jsonb_build_array(p_first_line))::text END,
+          cell_numbers = CASE
+            WHEN p_execution_count IS NULL
+              OR jsonb_array_length(cell_numbers::jsonb) >= p_max_cells
+              OR cell_numbers::jsonb @> jsonb_build_array(p_execution_count)
+            THEN cell_numbers
+            ELSE (cell_numbers::jsonb || jsonb_build_array(p_execution_count))::text END,
+          state = v_state,
+          state_changed_at = CASE WHEN v_reopened THEN p_now ELSE state_changed_at END
+          WHERE id = g.id;
+        -- The shared counters last: their row locks are the hottest.
+        INSERT INTO group_days (group_id, day, count) VALUES (g.id, p_day, 1)
+          ON CONFLICT (group_id, day) DO UPDATE SET count = group_days.count + 1;
+        INSERT INTO group_hours (group_id, hour, count) VALUES (g.id, p_hour, 1)
+          ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hours.count + 1
+          RETURNING count INTO v_hour_count;
+        INSERT INTO daily_counts (notebook, day, reports) VALUES (u.notebook, p_day, 1)
+          ON CONFLICT (notebook, day) DO UPDATE SET reports = daily_counts.reports + 1;
+        INSERT INTO notebook_hours (notebook, hour, reports) VALUES (u.notebook, p_hour, 1)
+          ON CONFLICT (notebook, hour) DO UPDATE SET reports = notebook_hours.reports + 1;
+        -- The notice, under the group's lock: at most one per interval.
+        IF p_notify AND v_state <> 'ignored' THEN
+          IF v_created THEN
+            v_kind := 'new';
+          ELSIF v_reopened THEN
+            v_kind := 'regression';
+          ELSIF v_hour_count >= p_spike_minimum
+              AND g.last_spike_hour IS DISTINCT FROM p_hour THEN
+            v_from := greatest(p_hour - p_lookback, floor(g.first_seen / 3600000.0)::BIGINT);
+            IF p_hour - v_from > 0 THEN
+              SELECT coalesce(sum(count), 0) INTO v_past FROM group_hours
+                WHERE group_id = g.id AND hour >= v_from AND hour < p_hour;
+              v_avg := v_past::DOUBLE PRECISION / (p_hour - v_from);
+              IF v_hour_count > p_spike_factor * v_avg THEN
+                v_kind := 'spike';
+              END IF;
+            END IF;
+          END IF;
+          IF v_kind IS NOT NULL AND g.last_notice_at IS NOT NULL
+              AND p_now - g.last_notice_at < p_min_interval THEN
+            v_kind := NULL;
+          END IF;
+          IF v_kind IS NOT NULL THEN
+            SELECT jsonb_build_object('id', id, 'notebook', notebook,
+                'fingerprint', fingerprint, 'errorName', error_name,
+                'errorMessage', error_message, 'count', count, 'sessions', sessions,
+                'firstSeen', first_seen, 'lastSeen', last_seen, 'state', state)
+              INTO v_summary FROM groups WHERE id = g.id;
+            INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
+              VALUES (v_kind, g.id, p_now, p_now, (
+                jsonb_build_object('kind', v_kind, 'group', v_summary,
+                  'latest', p_latest::jsonb)
+                || CASE WHEN v_kind = 'spike'
+                  THEN jsonb_build_object('hourCount', v_hour_count,
+                    'hourlyAverage', v_avg)
+                  ELSE '{}'::jsonb END)::text);
+            UPDATE groups SET last_notice_at = p_now,
+              last_spike_hour = CASE WHEN v_kind = 'spike' THEN p_hour
+                ELSE last_spike_hour END
+              WHERE id = g.id;
+          END IF;
+        END IF;
+        RETURN QUERY SELECT CASE WHEN v_dup IS NULL THEN 'stored' ELSE 'duplicate' END,
+          v_report, g.id, v_created, v_reopened, v_kind;
+      END
+      $fn$;
     `,
   },
 ];
@@ -229,6 +385,8 @@ const SCHEMA_NAME_REGEXP = /^[a-z_][a-z0-9_]{0,62}$/;
 /** Advisory lock keys (arbitrary constants, namespaced by schema where it matters). */
 const MIGRATION_LOCK = 74_211_001;
 const OUTBOX_LOCK = 74_211_002;
+/** Session uuids whose notebook is remembered. */
+const NOTEBOOK_CACHE_SIZE = 10_000;
 
 type Sql = postgres.Sql<Record<string, never>>;
 // deno-lint-ignore no-explicit-any
@@ -325,6 +483,7 @@ export class PostgresStorage implements Storage {
   #schema: string | undefined;
   #policy: NoticePolicy | undefined;
   #closed = false;
+  #notebooks = new Map<string, string>();
 
   /**
    * Creates the connection pool (connections open lazily); call
@@ -367,6 +526,9 @@ export class PostgresStorage implements Storage {
   }
 
   #q(text: string, params: unknown[] = [], tx?: Tx): Promise<Row[]> {
+    if (this.#closed && !tx) {
+      return Promise.reject(new Error("Cannot query: the storage is closed"));
+    }
     // deno-lint-ignore no-explicit-any
     const runner: any = tx ?? this.#sql;
     return runner.unsafe(text, params, { prepare: true }) as Promise<Row[]>;
@@ -490,266 +652,100 @@ export class PostgresStorage implements Storage {
     return rows.map(usageFromRow);
   }
 
-  /** Stores a report (or counts a duplicate) and groups it, in one transaction. */
-  addReport(input: AddReportInput): Promise<AddReportResult> {
+  /**
+   * Stores a report (or counts a duplicate), groups it and queues its notice
+   * in one transaction: one call of the `nbr_add_report` function, so the
+   * session's and the group's row locks are held for microseconds, not for
+   * round trips.
+   */
+  async addReport(input: AddReportInput): Promise<AddReportResult> {
+    const notebook = await this.#notebookOf(input.usageUuid);
+    if (notebook === undefined) return { status: "unknown-session" };
     const p = input.payload;
-    const hash = payloadHash(p);
-    const traceback = JSON.stringify(p.traceback);
     const now = input.now;
-    return this.#tx(async (tx): Promise<AddReportResult> => {
-      const [usage] = await this.#q(
-        `SELECT id, uuid, notebook, report_count FROM usages WHERE uuid = $1 FOR UPDATE`,
-        [input.usageUuid],
-        tx,
-      );
-      if (!usage) return { status: "unknown-session" };
-      if (Number(usage.report_count) >= input.maxReportsPerSession) {
-        return { status: "session-limit", limit: input.maxReportsPerSession };
-      }
-      const usageId = Number(usage.id);
-      const notebook = String(usage.notebook);
+    const payload = { ...p, notebook };
+    const policy = this.#policy;
+    const [row] = await this.#q(
+      `SELECT * FROM nbr_add_report($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+      [
+        input.usageUuid,
+        payloadHash(p),
+        now - input.dedupeWindowMs,
+        now,
+        input.maxReportsPerSession,
+        p.error_name,
+        p.error_message,
+        JSON.stringify(p.traceback),
+        p.first_line,
+        p.execution_count,
+        errorFingerprint(payload),
+        JSON.stringify(payload),
+        utcDay(now),
+        utcHour(now),
+        GROUP_LIMITS.firstLines,
+        GROUP_LIMITS.cellNumbers,
+        policy !== undefined,
+        policy?.minGroupIntervalMs ?? 0,
+        policy?.spikeFactor ?? 0,
+        policy?.spikeMinimum ?? 0,
+        SPIKE_LOOKBACK_HOURS,
+      ],
+    );
+    const status = String(row!.status);
+    if (status === "unknown-session") return { status };
+    if (status === "session-limit") {
+      return { status, limit: input.maxReportsPerSession };
+    }
+    const group: GroupOutcome = {
+      id: Number(row!.group_id),
+      created: Boolean(row!.created),
+      reopened: Boolean(row!.reopened),
+    };
+    if (row!.notice !== null) group.notice = String(row!.notice) as NoticeKind;
+    const reportId = Number(row!.report_id);
+    if (status === "duplicate") {
       const [stored] = await this.#q(
-        `WITH dup AS (
-           SELECT id FROM reports WHERE usage_id = $1 AND payload_hash = $2 AND created_at > $3
-           ORDER BY created_at DESC LIMIT 1
-         ), bump AS (
-           UPDATE reports SET occurrences = occurrences + 1, last_seen_at = $4
-           WHERE id IN (SELECT id FROM dup) RETURNING id
-         ), ins AS (
-           INSERT INTO reports (usage_id, notebook, created_at, last_seen_at, payload_hash,
-             error_name, error_message, traceback, first_line, execution_count)
-           SELECT $1::bigint, $5::text, $4::bigint, $4::bigint, $2::text, $6::text,
-             $7::text, $8::text, $9::text, $10::bigint
-           WHERE NOT EXISTS (SELECT 1 FROM dup) RETURNING id
-         ), u AS (
-           UPDATE usages SET report_count = report_count + 1, last_report_at = $4 WHERE id = $1
-         )
-         SELECT (SELECT id FROM bump) AS dup_id, (SELECT id FROM ins) AS new_id`,
-        [
-          usageId,
-          hash,
-          now - input.dedupeWindowMs,
-          now,
-          notebook,
-          p.error_name,
-          p.error_message,
-          traceback,
-          p.first_line,
-          p.execution_count,
-        ],
-        tx,
+        `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
+         WHERE r.id = $1`,
+        [reportId],
       );
-      const duplicateId = stored!.dup_id === null
-        ? null
-        : Number(stored!.dup_id);
-      const reportId = duplicateId ?? Number(stored!.new_id);
-      const group = await this.#group(tx, {
-        usageId,
+      return { status: "duplicate", report: reportFromRow(stored!), group };
+    }
+    return {
+      status: "stored",
+      group,
+      report: {
+        id: reportId,
+        usageUuid: input.usageUuid,
+        createdAt: now,
+        lastSeenAt: now,
+        occurrences: 1,
+        error_name: p.error_name,
+        error_message: p.error_message,
+        traceback: p.traceback,
+        first_line: p.first_line,
+        execution_count: p.execution_count,
         notebook,
-        reportId,
-        newRow: duplicateId === null,
-        input,
-      });
-      if (duplicateId !== null) {
-        const [row] = await this.#q(
-          `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
-           WHERE r.id = $1`,
-          [duplicateId],
-          tx,
-        );
-        return { status: "duplicate", report: reportFromRow(row!), group };
-      }
-      return {
-        status: "stored",
-        group,
-        report: {
-          id: reportId,
-          usageUuid: String(usage.uuid),
-          createdAt: now,
-          lastSeenAt: now,
-          occurrences: 1,
-          error_name: p.error_name,
-          error_message: p.error_message,
-          traceback: p.traceback,
-          first_line: p.first_line,
-          execution_count: p.execution_count,
-          notebook,
-        },
-      };
-    });
+      },
+    };
   }
 
-  async #group(
-    tx: Tx,
-    context: {
-      usageId: number;
-      notebook: string;
-      reportId: number;
-      newRow: boolean;
-      input: AddReportInput;
-    },
-  ): Promise<GroupOutcome> {
-    const { notebook, input } = context;
-    const payload = { ...input.payload, notebook };
-    const now = input.now;
-    const hour = utcHour(now);
-    const fingerprint = errorFingerprint(payload);
-    const latest = JSON.stringify(payload);
-    const find = () =>
-      this.#q(
-        `SELECT id, state, first_seen, first_lines, cell_numbers, last_notice_at,
-           last_spike_hour FROM groups WHERE notebook = $1 AND fingerprint = $2 FOR UPDATE`,
-        [notebook, fingerprint],
-        tx,
-      );
-    let [found] = await find();
-    let created = false;
-    if (!found) {
-      const inserted = await this.#q(
-        `INSERT INTO groups (notebook, fingerprint, error_name, error_message, latest,
-           first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $6)
-         ON CONFLICT (notebook, fingerprint) DO NOTHING
-         RETURNING id, state, first_seen, first_lines, cell_numbers, last_notice_at,
-           last_spike_hour`,
-        [
-          notebook,
-          fingerprint,
-          payload.error_name,
-          payload.error_message,
-          latest,
-          now,
-        ],
-        tx,
-      );
-      if (inserted.length > 0) {
-        created = true;
-        found = inserted[0];
-      } else {
-        // Another transaction created it first: we waited for its commit.
-        [found] = await find();
-      }
+  /** A session's notebook (sessions never change notebook, so it is cached). */
+  async #notebookOf(uuid: string): Promise<string | undefined> {
+    const cached = this.#notebooks.get(uuid);
+    if (cached !== undefined) return cached;
+    const [row] = await this.#q(
+      "SELECT notebook FROM usages WHERE uuid = $1",
+      [uuid],
+    );
+    if (!row) return undefined;
+    const notebook = String(row.notebook);
+    if (this.#notebooks.size >= NOTEBOOK_CACHE_SIZE) {
+      this.#notebooks.delete(this.#notebooks.keys().next().value!);
     }
-    const id = Number(found!.id);
-    const reopened = found!.state === "resolved";
-    const state = reopened ? "open" : String(found!.state) as GroupState;
-    const firstLines = addDistinct(
-      String(found!.first_lines),
-      payload.first_line,
-      GROUP_LIMITS.firstLines,
-    );
-    const cellNumbers = payload.execution_count === null
-      ? String(found!.cell_numbers)
-      : addDistinct(
-        String(found!.cell_numbers),
-        payload.execution_count,
-        GROUP_LIMITS.cellNumbers,
-      );
-    const [counted] = await this.#q(
-      `WITH s AS (
-         INSERT INTO group_sessions (group_id, usage_id) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING RETURNING 1
-       ), g AS (
-         UPDATE groups SET count = count + 1,
-           sessions = sessions + (SELECT count(*) FROM s),
-           last_seen = greatest(last_seen, $3), error_name = $4, error_message = $5,
-           latest = $6, first_lines = $7, cell_numbers = $8, state = $9,
-           state_changed_at = coalesce($10, state_changed_at)
-         WHERE id = $1
-       ), r AS (
-         UPDATE reports SET group_id = $1 WHERE id = $11 AND $12::boolean
-       ), d AS (
-         INSERT INTO daily_counts (notebook, day, reports) VALUES ($13, $14, 1)
-         ON CONFLICT (notebook, day) DO UPDATE SET reports = daily_counts.reports + 1
-       ), gd AS (
-         INSERT INTO group_days (group_id, day, count) VALUES ($1, $14, 1)
-         ON CONFLICT (group_id, day) DO UPDATE SET count = group_days.count + 1
-       ), nh AS (
-         INSERT INTO notebook_hours (notebook, hour, reports) VALUES ($13, $15, 1)
-         ON CONFLICT (notebook, hour) DO UPDATE SET reports = notebook_hours.reports + 1
-       ), gh AS (
-         INSERT INTO group_hours (group_id, hour, count) VALUES ($1, $15, 1)
-         ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hours.count + 1
-         RETURNING count
-       )
-       SELECT (SELECT count FROM gh) AS hour_count`,
-      [
-        id,
-        context.usageId,
-        now,
-        payload.error_name,
-        payload.error_message,
-        latest,
-        firstLines,
-        cellNumbers,
-        state,
-        reopened ? now : null,
-        context.reportId,
-        context.newRow,
-        notebook,
-        utcDay(now),
-        hour,
-      ],
-      tx,
-    );
-    const hourCount = Number(counted!.hour_count);
-    const outcome: GroupOutcome = { id, created, reopened };
-    const policy = this.#policy;
-    if (!policy || state === "ignored") return outcome;
-    let kind: "new" | "regression" | "spike" | undefined;
-    let hourlyAverage: number | undefined;
-    if (created) kind = "new";
-    else if (reopened) kind = "regression";
-    else if (
-      hourCount >= policy.spikeMinimum &&
-      (found!.last_spike_hour === null ||
-        Number(found!.last_spike_hour) !== hour)
-    ) {
-      const from = Math.max(
-        hour - SPIKE_LOOKBACK_HOURS,
-        utcHour(Number(found!.first_seen)),
-      );
-      const hours = hour - from;
-      if (hours > 0) {
-        const [past] = await this.#q(
-          `SELECT coalesce(sum(count), 0)::bigint AS n FROM group_hours
-           WHERE group_id = $1 AND hour >= $2 AND hour < $3`,
-          [id, from, hour],
-          tx,
-        );
-        hourlyAverage = Number(past!.n) / hours;
-        if (hourCount > policy.spikeFactor * hourlyAverage) kind = "spike";
-      }
-    }
-    if (kind === undefined) return outcome;
-    const lastNotice = found!.last_notice_at === null
-      ? null
-      : Number(found!.last_notice_at);
-    if (lastNotice !== null && now - lastNotice < policy.minGroupIntervalMs) {
-      return outcome;
-    }
-    const [groupRow] = await this.#q(
-      `SELECT ${GROUP_COLUMNS} FROM groups WHERE id = $1`,
-      [id],
-      tx,
-    );
-    const data: NoticeData = {
-      kind,
-      group: groupFromRow(groupRow!),
-      latest: payload,
-      ...(kind === "spike" ? { hourCount, hourlyAverage } : {}),
-    };
-    await this.#q(
-      `WITH n AS (
-         INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
-         VALUES ($1, $2, $3, $3, $4)
-       )
-       UPDATE groups SET last_notice_at = $3,
-         last_spike_hour = coalesce($5, last_spike_hour) WHERE id = $2`,
-      [kind, id, now, JSON.stringify(data), kind === "spike" ? hour : null],
-      tx,
-    );
-    outcome.notice = kind;
-    return outcome;
+    this.#notebooks.set(uuid, notebook);
+    return notebook;
   }
 
   /** The reports of the sessions with these uuids, oldest first. */
