@@ -9,10 +9,8 @@ import {
   DASHBOARD_CSP,
   type DashboardHandler,
 } from "../src/server/dashboard/routes.ts";
-import {
-  openSqliteStorage,
-  type SqliteStorage,
-} from "../src/server/sqlite_storage.ts";
+import type { Storage } from "../src/server/storage.ts";
+import { type EngineContext, engineTest } from "./support/storage_engines.ts";
 import type { CollectorHandler } from "../src/server/app.ts";
 
 const T0 = Date.UTC(2026, 10, 25, 12, 0, 0);
@@ -20,7 +18,7 @@ const TOKEN = "dashboard-test-token-0123456789";
 const ORIGIN = "http://collector.test";
 
 interface Harness {
-  storage: SqliteStorage;
+  storage: Storage;
   clock: { now: number };
   collector: CollectorHandler;
   dashboard: DashboardHandler;
@@ -34,16 +32,13 @@ interface Harness {
     headers?: Record<string, string>,
   ): Promise<Response>;
   signIn(): Promise<{ cookie: string; csrf: string }>;
-  close(): Promise<void>;
 }
 
 async function harness(
+  engine: EngineContext,
   options: { pageSize?: number; open?: boolean } = {},
 ): Promise<Harness> {
-  const dir = await Deno.makeTempDir({ prefix: "nbr-dashboard-" });
-  const storage = await openSqliteStorage(`${dir}/errors.db`, {
-    synchronous: "normal",
-  });
+  const storage = await engine.open();
   const clock = { now: T0 };
   const collector = createCollector({
     storage,
@@ -124,10 +119,6 @@ async function harness(
       assert(csrf, "the overview has a sign-out form with a CSRF token");
       return { cookie, csrf };
     },
-    async close() {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true });
-    },
   };
   return h;
 }
@@ -172,9 +163,10 @@ function groupIds(body: string): number[] {
   );
 }
 
-Deno.test("dashboard: unauthenticated requests are redirected or refused, never given data", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: unauthenticated requests are redirected or refused, never given data",
+  async (engine) => {
+    const h = await harness(engine);
     await h.report(payload({ error_message: "SECRET-MESSAGE" }));
     const group = (await h.storage.listGroups({
       notebook: "demo",
@@ -227,14 +219,13 @@ Deno.test("dashboard: unauthenticated requests are redirected or refused, never 
       assertEquals(response.status, 303);
       await response.body?.cancel();
     }
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: sign-in sets an HttpOnly SameSite=Strict cookie and refuses a wrong token", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: sign-in sets an HttpOnly SameSite=Strict cookie and refuses a wrong token",
+  async (engine) => {
+    const h = await harness(engine);
     const form = await h.get(
       "/dashboard/sign-in?next=%2Fdashboard%2Fgroups%3Fnotebook%3Ddemo",
     );
@@ -322,14 +313,13 @@ Deno.test("dashboard: sign-in sets an HttpOnly SameSite=Strict cookie and refuse
     });
     assertEquals(out.status, 303);
     assertMatch(out.headers.get("set-cookie")!, /^nbr_dashboard=; .*Max-Age=0/);
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: failed sign-ins are throttled per address", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: failed sign-ins are throttled per address",
+  async (engine) => {
+    const h = await harness(engine);
     for (let i = 0; i < 5; i++) {
       const r = await h.post("/dashboard/sign-in", { token: `guess-${i}` });
       assertEquals(r.status, 401);
@@ -342,14 +332,13 @@ Deno.test("dashboard: failed sign-ins are throttled per address", async () => {
     h.clock.now += 61_000;
     const ok = await h.post("/dashboard/sign-in", { token: TOKEN });
     assertEquals(ok.status, 303);
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: the overview shows every notebook's windows and a 30-day chart", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: the overview shows every notebook's windows and a 30-day chart",
+  async (engine) => {
+    const h = await harness(engine);
     h.clock.now = T0 - 10 * 86_400_000;
     await h.report(payload({ notebook: "alpha", error_message: "old one" }));
     h.clock.now = T0 - 2 * 86_400_000;
@@ -390,14 +379,13 @@ Deno.test("dashboard: the overview shows every notebook's windows and a 30-day c
     });
     assertEquals(bearer.status, 200);
     await bearer.body?.cancel();
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: a notebook's groups sort, filter and page through query-string links", async () => {
-  const h = await harness({ pageSize: 2 });
-  try {
+engineTest(
+  "dashboard: a notebook's groups sort, filter and page through query-string links",
+  async (engine) => {
+    const h = await harness(engine, { pageSize: 2 });
     // Five groups; group i gets i+1 reports, the last reported first.
     for (let i = 0; i < 5; i++) {
       h.clock.now = T0 - (10 - i) * 3_600_000;
@@ -485,14 +473,13 @@ Deno.test("dashboard: a notebook's groups sort, filter and page through query-st
     const missing = await h.get("/dashboard/groups", { cookie });
     assertEquals(missing.status, 404);
     await missing.body?.cancel();
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: a group shows its traceback, first lines, cells and histogram", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: a group shows its traceback, first lines, cells and histogram",
+  async (engine) => {
+    const h = await harness(engine);
     h.clock.now = T0 - 2 * 86_400_000;
     await h.report(payload({ first_line: "first()", execution_count: 2 }));
     h.clock.now = T0 - 3_600_000;
@@ -551,14 +538,13 @@ Deno.test("dashboard: a group shows its traceback, first lines, cells and histog
     assertEquals(missing.status, 404);
     assertSecurityHeaders(missing);
     await missing.body?.cancel();
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: resolve needs POST with the session's CSRF token, and a new report reopens the group", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: resolve needs POST with the session's CSRF token, and a new report reopens the group",
+  async (engine) => {
+    const h = await harness(engine);
     await h.report(payload());
     const { cookie, csrf } = await h.signIn();
     const [id] = groupIds(
@@ -643,14 +629,13 @@ Deno.test("dashboard: resolve needs POST with the session's CSRF token, and a ne
     });
     assertEquals(ignored.status, 303);
     assertEquals((await h.storage.getGroup(id!))?.state, "ignored");
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: delete removes the group and returns to the notebook's list", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: delete removes the group and returns to the notebook's list",
+  async (engine) => {
+    const h = await harness(engine);
     await h.report(payload());
     await h.report(payload({ error_message: "another" }));
     const { cookie, csrf } = await h.signIn();
@@ -687,10 +672,8 @@ Deno.test("dashboard: delete removes the group and returns to the notebook's lis
       ).length,
       1,
     );
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
 const TAG_REGEXP = /<[^>]*>/g;
 const END_TAG_REGEXP = /^<\/[a-z][a-z0-9]*>$/;
@@ -725,9 +708,10 @@ const HOSTILE = [
   "abc\u202Eevil\u2066",
 ];
 
-Deno.test("dashboard: reader-controlled text is escaped on every page", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: reader-controlled text is escaped on every page",
+  async (engine) => {
+    const h = await harness(engine);
     for (const text of HOSTILE) {
       await h.report(payload({
         notebook: text.slice(0, 100),
@@ -785,14 +769,13 @@ Deno.test("dashboard: reader-controlled text is escaped on every page", async ()
     }
     assert(pages.some((b) => b.includes("&lt;img src=x onerror=alert(1)&gt;")));
     assert(pages.some((b) => b.includes("{{7*7}}$")), "shown literally");
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: static assets, redirects from /, and 404s carry the security headers", async () => {
-  const h = await harness();
-  try {
+engineTest(
+  "dashboard: static assets, redirects from /, and 404s carry the security headers",
+  async (engine) => {
+    const h = await harness(engine);
     const root = await h.collector(new Request(`${ORIGIN}/`));
     assertEquals(root.status, 303);
     assertEquals(root.headers.get("location"), "/dashboard/");
@@ -831,78 +814,71 @@ Deno.test("dashboard: static assets, redirects from /, and 404s carry the securi
     assertEquals(health.status, 200);
     assertEquals(health.headers.get("content-type"), "application/json");
     await health.body?.cancel();
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-Deno.test("dashboard: without a token it stays off unless opened, and the open mode answers loopback names only", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "nbr-dashboard-" });
-  const storage = await openSqliteStorage(`${dir}/errors.db`);
-  try {
-    const off = createCollector({ storage });
+engineTest(
+  "dashboard: without a token it stays off unless opened, and the open mode answers loopback names only",
+  async (engine) => {
+    const off = createCollector({ storage: await engine.open() });
     const response = await off(new Request(`${ORIGIN}/dashboard/`));
     assertEquals(response.status, 404);
     assertEquals(response.headers.get("content-type"), "application/json");
     await response.body?.cancel();
-  } finally {
-    await storage.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-  const h = await harness({ open: true });
-  try {
-    await h.report(payload());
-    const local = (path: string, headers: Record<string, string> = {}) =>
-      h.collector(
-        new Request(`http://127.0.0.1:8000${path}`, {
-          headers: { host: "127.0.0.1:8000", ...headers },
+    const h = await harness(engine, { open: true });
+    {
+      await h.report(payload());
+      const local = (path: string, headers: Record<string, string> = {}) =>
+        h.collector(
+          new Request(`http://127.0.0.1:8000${path}`, {
+            headers: { host: "127.0.0.1:8000", ...headers },
+          }),
+        );
+      const first = await local("/dashboard/");
+      assertEquals(first.status, 200);
+      const cookie = first.headers.get("set-cookie")!.split(";")[0]!;
+      const body = await first.text();
+      assert(body.includes(">demo<"));
+      assert(!body.includes("Sign out"), "nothing to sign out of");
+      const rebound = await h.collector(
+        new Request("http://evil.example:8000/dashboard/", {
+          headers: { host: "evil.example:8000" },
         }),
       );
-    const first = await local("/dashboard/");
-    assertEquals(first.status, 200);
-    const cookie = first.headers.get("set-cookie")!.split(";")[0]!;
-    const body = await first.text();
-    assert(body.includes(">demo<"));
-    assert(!body.includes("Sign out"), "nothing to sign out of");
-    const rebound = await h.collector(
-      new Request("http://evil.example:8000/dashboard/", {
-        headers: { host: "evil.example:8000" },
-      }),
-    );
-    assertEquals(rebound.status, 421);
-    assert(!(await rebound.text()).includes("demo"));
-    // POSTs still need the session's CSRF token.
-    const [id] = groupIds(
-      await (await local("/dashboard/groups?notebook=demo", { cookie })).text(),
-    );
-    const page = await (await local(`/dashboard/groups/${id}`, { cookie }))
-      .text();
-    const csrf = /name="csrf" value="([^"]+)"/.exec(page)![1]!;
-    const post = (
-      form: Record<string, string>,
-      headers: Record<string, string>,
-    ) =>
-      h.collector(
-        new Request(`http://127.0.0.1:8000/dashboard/groups/${id}/state`, {
-          method: "POST",
-          headers: {
-            host: "127.0.0.1:8000",
-            "content-type": "application/x-www-form-urlencoded",
-            ...headers,
-          },
-          body: new URLSearchParams(form).toString(),
-        }),
+      assertEquals(rebound.status, 421);
+      assert(!(await rebound.text()).includes("demo"));
+      // POSTs still need the session's CSRF token.
+      const [id] = groupIds(
+        await (await local("/dashboard/groups?notebook=demo", { cookie }))
+          .text(),
       );
-    const noCookie = await post({ state: "resolved", csrf }, {});
-    assertEquals(noCookie.status, 401);
-    await noCookie.body?.cancel();
-    const ok = await post({ state: "resolved", csrf }, { cookie });
-    assertEquals(ok.status, 303);
-    assertEquals((await h.storage.getGroup(id!))?.state, "resolved");
-  } finally {
-    await h.close();
-  }
-});
+      const page = await (await local(`/dashboard/groups/${id}`, { cookie }))
+        .text();
+      const csrf = /name="csrf" value="([^"]+)"/.exec(page)![1]!;
+      const post = (
+        form: Record<string, string>,
+        headers: Record<string, string>,
+      ) =>
+        h.collector(
+          new Request(`http://127.0.0.1:8000/dashboard/groups/${id}/state`, {
+            method: "POST",
+            headers: {
+              host: "127.0.0.1:8000",
+              "content-type": "application/x-www-form-urlencoded",
+              ...headers,
+            },
+            body: new URLSearchParams(form).toString(),
+          }),
+        );
+      const noCookie = await post({ state: "resolved", csrf }, {});
+      assertEquals(noCookie.status, 401);
+      await noCookie.body?.cancel();
+      const ok = await post({ state: "resolved", csrf }, { cookie });
+      assertEquals(ok.status, 303);
+      assertEquals((await h.storage.getGroup(id!))?.state, "resolved");
+    }
+  },
+);
 
 Deno.test("parseServerArgs() --dashboard-open binds loopback only and needs no token", async () => {
   const { parseServerArgs, SERVER_HELP } = await import(
