@@ -389,6 +389,18 @@ Deno.test({
       path: `${ARTIFACTS}dashboard-group-no-js.png`,
       fullPage: true,
     });
+    // Delete needs the confirmation box ticked (HTML validation, no script).
+    const ignoredUrl = plain.url();
+    await plain.click("button:has-text('Delete group')");
+    assertEquals(plain.url(), ignoredUrl);
+    await plain.check("input[name=confirm]");
+    await plain.click("button:has-text('Delete group')");
+    assert(plain.url().includes("/dashboard/groups?notebook=sales-report"));
+    assertEquals(
+      await plain.locator("#groups tbody tr td:first-child a")
+        .allTextContents(),
+      ["RangeError", "SyntaxError"],
+    );
     assertClean(w2);
     await noScript.close();
     await context.close();

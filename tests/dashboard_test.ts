@@ -642,15 +642,24 @@ engineTest(
     const [id] = groupIds(
       await (await h.get("/dashboard/groups?notebook=demo", { cookie })).text(),
     );
-    const refused = await h.post(`/dashboard/groups/${id}/delete`, {}, {
-      cookie,
-    });
+    const page = await (await h.get(`/dashboard/groups/${id}`, { cookie }))
+      .text();
+    assert(page.includes('name="confirm" value="yes" required'));
+    const refused = await h.post(`/dashboard/groups/${id}/delete`, {
+      confirm: "yes",
+    }, { cookie });
     assertEquals(refused.status, 403);
     await refused.body?.cancel();
+    const unconfirmed = await h.post(`/dashboard/groups/${id}/delete`, {
+      csrf,
+    }, { cookie });
+    assertEquals(unconfirmed.status, 400);
+    await unconfirmed.body?.cancel();
     assert(await h.storage.getGroup(id!));
-    const deleted = await h.post(`/dashboard/groups/${id}/delete`, { csrf }, {
-      cookie,
-    });
+    const deleted = await h.post(`/dashboard/groups/${id}/delete`, {
+      csrf,
+      confirm: "yes",
+    }, { cookie });
     assertEquals(deleted.status, 303);
     assertEquals(
       deleted.headers.get("location"),
@@ -660,9 +669,10 @@ engineTest(
     const gone = await h.get(`/dashboard/groups/${id}`, { cookie });
     assertEquals(gone.status, 404);
     await gone.body?.cancel();
-    const again = await h.post(`/dashboard/groups/${id}/delete`, { csrf }, {
-      cookie,
-    });
+    const again = await h.post(`/dashboard/groups/${id}/delete`, {
+      csrf,
+      confirm: "yes",
+    }, { cookie });
     assertEquals(again.status, 404);
     await again.body?.cancel();
     assertEquals(

@@ -72,6 +72,7 @@ input, select, button { font: inherit; padding: .3rem .5rem; border: 1px solid v
   border-radius: 6px; background: var(--bg); color: var(--fg); max-width: 100%; }
 button { cursor: pointer; background: var(--chip); }
 button.danger { color: var(--bad); }
+label.confirm { font-size: .85rem; color: var(--muted); }
 .actions { display: flex; flex-wrap: wrap; gap: .5rem; margin: .5rem 0 1rem; }
 .pager { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; margin: 1rem 0; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; margin: 0 0 1rem; }

@@ -519,7 +519,7 @@ export function groupPage(
       <form class="inline" method="post" action="${groupUrl(
         g.id,
         "delete",
-      )}"><input type="hidden" name="csrf" value="${csrf}"><button class="danger" type="submit">Delete group</button></form>
+      )}"><input type="hidden" name="csrf" value="${csrf}"><label class="confirm"><input type="checkbox" name="confirm" value="yes" required> and its reports</label> <button class="danger" type="submit">Delete group</button></form>
       </div>
       <dl class="facts">
         <dt>Reports</dt>

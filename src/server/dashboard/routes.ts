@@ -7,7 +7,8 @@
  * - `GET /` → redirect to `/dashboard/`.
  * - `GET /dashboard/` overview; `GET /dashboard/groups?notebook=…&q=…&state=…&sort=…&page=…`
  *   a notebook's groups; `GET /dashboard/groups/<id>` a group.
- * - `POST /dashboard/groups/<id>/state` (`state`, `csrf`), `POST /dashboard/groups/<id>/delete` (`csrf`).
+ * - `POST /dashboard/groups/<id>/state` (`state`, `csrf`),
+ *   `POST /dashboard/groups/<id>/delete` (`confirm=yes`, `csrf`).
  * - `GET|POST /dashboard/sign-in`, `POST /dashboard/sign-out`.
  * - `GET /dashboard/static/dashboard.css`, `GET /dashboard/static/time.js`.
  *
@@ -412,6 +413,13 @@ export function createDashboard(options: DashboardOptions): DashboardHandler {
       );
     }
     if (action === "delete") {
+      if (form.get("confirm") !== "yes") {
+        throw new DashboardError(
+          400,
+          "Not deleted",
+          "Tick the box next to the Delete button to confirm.",
+        );
+      }
       const detail = await storage.getGroup(id);
       if (!detail || !(await storage.deleteGroup(id))) {
         throw new DashboardError(
