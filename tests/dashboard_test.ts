@@ -358,8 +358,8 @@ engineTest(
         c[1]!.replace(/<[^>]+>/g, "").trim()
       )
     ).filter((r) => r.length > 0);
-    // notebook, groups, reports 24h/7d/30d, sessions 24h/7d/30d
-    assertEquals(rows, [
+    // notebook, groups, reports 24h/7d/30d, sessions 24h/7d/30d, sparkline
+    assertEquals(rows.map((r) => r.slice(0, 8)), [
       ["alpha", "4", "2", "3", "4", "1", "2", "3"],
       ["beta", "1", "1", "1", "1", "1", "1", "1"],
     ]);
@@ -372,6 +372,13 @@ engineTest(
     assertEquals(bars[28], "2026-11-24: 0 reports");
     assertEquals(bars[27], "2026-11-23: 1 reports");
     assertEquals(bars[19], "2026-11-15: 1 reports");
+    assertEquals(
+      rows.map((r) => r[8]),
+      [
+        "reports per day, last 30 days: 4 in total",
+        "reports per day, last 30 days: 1 in total",
+      ],
+    );
     assert(body.includes('href="/dashboard/groups?notebook=beta"'));
     // The bearer token works too.
     const bearer = await h.get("/dashboard/", {

@@ -193,6 +193,8 @@ export interface OverviewData {
   notebooks: readonly NotebookWindowStats[];
   /** Reports per UTC day over the last 30 days, every notebook, oldest first. */
   days: readonly ChartPoint[];
+  /** Reports per UTC day over the last 30 days by notebook, oldest first. @default {undefined} (none drawn) */
+  sparklines?: ReadonlyMap<string, readonly number[]>;
 }
 
 /**
@@ -227,6 +229,10 @@ export function overviewPage(
         <td class="num" data-label="Sessions 24 h">${count(n.sessions24h)}</td>
         <td class="num" data-label="Sessions 7 d">${count(n.sessions7d)}</td>
         <td class="num" data-label="Sessions 30 d">${count(n.sessions30d)}</td>
+        <td data-label="30 days">${sparkline(
+          data.sparklines?.get(n.notebook) ?? [],
+          "reports per day, last 30 days",
+        )}</td>
       </tr>
     `
   );
@@ -247,6 +253,7 @@ export function overviewPage(
             <th class="num">Sessions 24 h</th>
             <th class="num">7 d</th>
             <th class="num">30 d</th>
+            <th>30 days</th>
           </tr>
         </thead>
         <tbody>${rows}</tbody>

@@ -300,16 +300,27 @@ export function createDashboard(options: DashboardOptions): DashboardHandler {
       storage.notebookWindowStats(now),
       storage.dailyCounts({ fromDay: days[0]!, toDay: days[days.length - 1]! }),
     ]);
-    const byDay = new Map<string, number>();
+    const dayIndex = new Map(days.map((d, i) => [d, i]));
+    const totals = days.map(() => 0);
+    const sparklines = new Map<string, number[]>();
     for (const c of counts) {
-      byDay.set(c.day, (byDay.get(c.day) ?? 0) + c.reports);
+      const i = dayIndex.get(c.day);
+      if (i === undefined) continue;
+      totals[i]! += c.reports;
+      let line = sparklines.get(c.notebook);
+      if (!line) sparklines.set(c.notebook, line = days.map(() => 0));
+      line[i] = c.reports;
     }
-    const points: ChartPoint[] = days.map((day) => ({
+    const points: ChartPoint[] = days.map((day, i) => ({
       label: day,
-      value: byDay.get(day) ?? 0,
+      value: totals[i]!,
     }));
     return respond(
-      overviewPage(context(principal), { notebooks, days: points }),
+      overviewPage(context(principal), {
+        notebooks,
+        days: points,
+        sparklines,
+      }),
     );
   }
 
