@@ -40,6 +40,7 @@ export {
   type SqliteStorageOptions,
 } from "./src/server/sqlite_storage.ts";
 export type * from "./src/server/storage.ts";
+export type { ErrorPayload, TracebackFrame } from "./src/types.ts";
 export { payloadHash, utcDay } from "./src/server/storage.ts";
 export {
   type RateDecision,
