@@ -745,3 +745,73 @@ engineTest(
     ]);
   },
 );
+
+Deno.test("sha256Hex() matches node:crypto on ASCII, multi-byte and block-boundary inputs", async () => {
+  const { sha256Hex } = await import("../src/server/sha256.ts");
+  const { createHash } = await import("node:crypto");
+  for (
+    const text of [
+      "",
+      "abc",
+      "a".repeat(55),
+      "a".repeat(56),
+      "a".repeat(64),
+      "héllo ☃ 😀 ".repeat(40),
+      "x".repeat(5000),
+    ]
+  ) {
+    assertEquals(
+      sha256Hex(text),
+      createHash("sha256").update(text).digest("hex"),
+      `length ${text.length}`,
+    );
+  }
+});
+
+engineTest(
+  "Storage with grouping off stores bare reports: no groups, no notices",
+  async ({ engine, location }) => {
+    let storage: Storage;
+    if (engine === "sqlite") {
+      const { openSqliteStorage } = await import(
+        "../src/server/sqlite_storage.ts"
+      );
+      storage = await openSqliteStorage(location, {
+        grouping: false,
+        notices: POLICY,
+      });
+    } else {
+      const { openPostgresStorage } = await import(
+        "../src/server/postgres_storage.ts"
+      );
+      storage = await openPostgresStorage(location, {
+        grouping: false,
+        notices: POLICY,
+      });
+    }
+    try {
+      const usage = await storage.createUsage("demo", T0);
+      const result = await storage.addReport(report(usage.uuid, payload(), T0));
+      assertEquals(result.status, "stored");
+      assert(result.status === "stored" && result.group === undefined);
+      assertEquals(
+        (await storage.listUsageReports([usage.uuid])).map((r) =>
+          r.error_message
+        ),
+        ["user 42 not found"],
+      );
+      assertEquals(
+        (await storage.listGroups({
+          notebook: "demo",
+          sort: "count",
+          skip: 0,
+          limit: 5,
+        })).total,
+        0,
+      );
+      assertEquals(await storage.listNotices(), []);
+    } finally {
+      await storage.close();
+    }
+  },
+);

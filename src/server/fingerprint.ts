@@ -16,7 +16,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "./sha256.ts";
 import type { ErrorPayload, TracebackFrame } from "../types.ts";
 
 /** The version mixed into every fingerprint; bump it when the rule changes. */
@@ -165,5 +165,5 @@ export function errorFingerprint(payload: ErrorPayload): string {
     normalizeMessage(payload.error_message),
     frames,
   ]);
-  return createHash("sha256").update(canonical).digest("hex");
+  return sha256Hex(canonical);
 }

@@ -201,7 +201,7 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         p_fingerprint TEXT, p_latest TEXT, p_day TEXT, p_hour BIGINT,
         p_max_first_lines INTEGER, p_max_cells INTEGER, p_notify BOOLEAN,
         p_min_interval BIGINT, p_spike_factor DOUBLE PRECISION,
-        p_spike_minimum BIGINT, p_lookback BIGINT
+        p_spike_minimum BIGINT, p_lookback BIGINT, p_group BOOLEAN
       ) RETURNS TABLE (
         status TEXT, report_id BIGINT, group_id BIGINT, created BOOLEAN,
         reopened BOOLEAN, notice TEXT
@@ -213,7 +213,8 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         v_dup BIGINT;
         v_report BIGINT;
         v_created BOOLEAN := false;
-        v_reopened BOOLEAN;
+        v_reopened BOOLEAN := false;
+        v_group BIGINT;
         v_state TEXT;
         v_new_session INTEGER;
         v_hour_count BIGINT;
@@ -239,26 +240,29 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         UPDATE usages SET report_count = report_count + 1, last_report_at = p_now
           WHERE id = u.id;
         -- The group: created once (unique key), then locked by every report.
-        SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
-          FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprint
-          FOR UPDATE;
-        IF NOT FOUND THEN
-          INSERT INTO groups (notebook, fingerprint, error_name, error_message,
-              latest, first_seen, last_seen)
-            VALUES (u.notebook, p_fingerprint, p_error_name, p_error_message,
-              p_latest, p_now, p_now)
-            ON CONFLICT (notebook, fingerprint) DO NOTHING
-            RETURNING id, state, first_seen, last_notice_at, last_spike_hour INTO g;
-          IF FOUND THEN
-            v_created := true;
-          ELSE
-            SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
-              FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprint
-              FOR UPDATE;
+        IF p_group THEN
+          SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
+            FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprint
+            FOR UPDATE;
+          IF NOT FOUND THEN
+            INSERT INTO groups (notebook, fingerprint, error_name, error_message,
+                latest, first_seen, last_seen)
+              VALUES (u.notebook, p_fingerprint, p_error_name, p_error_message,
+                p_latest, p_now, p_now)
+              ON CONFLICT (notebook, fingerprint) DO NOTHING
+              RETURNING id, state, first_seen, last_notice_at, last_spike_hour INTO g;
+            IF FOUND THEN
+              v_created := true;
+            ELSE
+              SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
+                FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprint
+                FOR UPDATE;
+            END IF;
           END IF;
+          v_group := g.id;
+          v_reopened := g.state = 'resolved';
+          v_state := CASE WHEN v_reopened THEN 'open' ELSE g.state END;
         END IF;
-        v_reopened := g.state = 'resolved';
-        v_state := CASE WHEN v_reopened THEN 'open' ELSE g.state END;
         -- The report: a duplicate of the session within the window is counted.
         SELECT id INTO v_dup FROM reports
           WHERE usage_id = u.id AND payload_hash = p_hash AND created_at > p_dedupe_since
@@ -272,8 +276,15 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
               payload_hash, error_name, error_message, traceback, first_line,
               execution_count, group_id)
             VALUES (u.id, u.notebook, p_now, p_now, p_hash, p_error_name,
-              p_error_message, p_traceback, p_first_line, p_execution_count, g.id)
+              p_error_message, p_traceback, p_first_line, p_execution_count, v_group)
             RETURNING id INTO v_report;
+        END IF;
+        INSERT INTO daily_counts (notebook, day, reports) VALUES (u.notebook, p_day, 1)
+          ON CONFLICT (notebook, day) DO UPDATE SET reports = daily_counts.reports + 1;
+        IF NOT p_group THEN
+          RETURN QUERY SELECT CASE WHEN v_dup IS NULL THEN 'stored' ELSE 'duplicate' END,
+            v_report, NULL::BIGINT, false, false, NULL::TEXT;
+          RETURN;
         END IF;
         INSERT INTO group_sessions (group_id, usage_id) VALUES (g.id, u.id)
           ON CONFLICT DO NOTHING;
@@ -301,8 +312,6 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         INSERT INTO group_hours (group_id, hour, count) VALUES (g.id, p_hour, 1)
           ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hours.count + 1
           RETURNING count INTO v_hour_count;
-        INSERT INTO daily_counts (notebook, day, reports) VALUES (u.notebook, p_day, 1)
-          ON CONFLICT (notebook, day) DO UPDATE SET reports = daily_counts.reports + 1;
         INSERT INTO notebook_hours (notebook, hour, reports) VALUES (u.notebook, p_hour, 1)
           ON CONFLICT (notebook, hour) DO UPDATE SET reports = notebook_hours.reports + 1;
         -- The notice, under the group's lock: at most one per interval.
@@ -379,6 +388,11 @@ export interface PostgresStorageOptions {
    * regressions, spikes) in the same transaction. @default {undefined}
    */
   notices?: NoticePolicy;
+  /**
+   * Group reports (fingerprint, group counts, notices). `false` stores bare
+   * reports only: for measuring what grouping costs. @default {true}
+   */
+  grouping?: boolean;
 }
 
 const SCHEMA_NAME_REGEXP = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -482,6 +496,7 @@ export class PostgresStorage implements Storage {
   #sql: Sql;
   #schema: string | undefined;
   #policy: NoticePolicy | undefined;
+  #grouping: boolean;
   #closed = false;
   #notebooks = new Map<string, string>();
 
@@ -509,6 +524,7 @@ export class PostgresStorage implements Storage {
     const schema = options.schema ?? fromUrl;
     this.#schema = schema === undefined ? undefined : checkSchema(schema);
     this.#policy = options.notices;
+    this.#grouping = options.grouping ?? true;
     this.#sql = postgres(url, {
       max: options.maxConnections ?? 10,
       onnotice: () => {},
@@ -667,7 +683,7 @@ export class PostgresStorage implements Storage {
     const policy = this.#policy;
     const [row] = await this.#q(
       `SELECT * FROM nbr_add_report($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
       [
         input.usageUuid,
         payloadHash(p),
@@ -679,8 +695,8 @@ export class PostgresStorage implements Storage {
         JSON.stringify(p.traceback),
         p.first_line,
         p.execution_count,
-        errorFingerprint(payload),
-        JSON.stringify(payload),
+        this.#grouping ? errorFingerprint(payload) : "",
+        this.#grouping ? JSON.stringify(payload) : "",
         utcDay(now),
         utcHour(now),
         GROUP_LIMITS.firstLines,
@@ -690,6 +706,7 @@ export class PostgresStorage implements Storage {
         policy?.spikeFactor ?? 0,
         policy?.spikeMinimum ?? 0,
         SPIKE_LOOKBACK_HOURS,
+        this.#grouping,
       ],
     );
     const status = String(row!.status);
@@ -697,12 +714,16 @@ export class PostgresStorage implements Storage {
     if (status === "session-limit") {
       return { status, limit: input.maxReportsPerSession };
     }
-    const group: GroupOutcome = {
-      id: Number(row!.group_id),
-      created: Boolean(row!.created),
-      reopened: Boolean(row!.reopened),
-    };
-    if (row!.notice !== null) group.notice = String(row!.notice) as NoticeKind;
+    const group: GroupOutcome | undefined = row!.group_id === null
+      ? undefined
+      : {
+        id: Number(row!.group_id),
+        created: Boolean(row!.created),
+        reopened: Boolean(row!.reopened),
+      };
+    if (group && row!.notice !== null) {
+      group.notice = String(row!.notice) as NoticeKind;
+    }
     const reportId = Number(row!.report_id);
     if (status === "duplicate") {
       const [stored] = await this.#q(

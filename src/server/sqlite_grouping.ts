@@ -174,10 +174,6 @@ export interface GroupingInput {
   notebook: string;
   /** The scrubbed payload. */
   payload: ErrorPayload;
-  /** The report's row id (a new row or the duplicate counted). */
-  reportId: number;
-  /** Whether the report row is new (its group id must be set). */
-  newRow: boolean;
   /** The current time. */
   now: number;
 }
@@ -197,17 +193,27 @@ export interface GroupingInput {
 export class SqliteGrouping {
   #db: DatabaseSync;
   #policy: NoticePolicy | undefined;
+  #enabled: boolean;
   #st: Record<string, StatementSync> = {};
+  /** Per-day, per-hour and per-notebook-hour counts of the open batch, written before COMMIT. */
+  #days = new Map<string, { groupId: number; day: string; n: number }>();
+  #hours = new Map<string, { groupId: number; hour: number; n: number }>();
+  #notebookHours = new Map<
+    string,
+    { notebook: string; hour: number; n: number }
+  >();
 
   /**
    * Prepares the statements; the schema must be at version 2 or later.
    *
    * @param db The open database.
    * @param policy When set, reports queue notices in the outbox.
+   * @param enabled `false`: {@linkcode record} does nothing (benchmarks).
    */
-  constructor(db: DatabaseSync, policy?: NoticePolicy) {
+  constructor(db: DatabaseSync, policy?: NoticePolicy, enabled = true) {
     this.#db = db;
     this.#policy = policy;
+    this.#enabled = enabled;
     const sql: Record<string, string> = {
       findGroup:
         `SELECT id, state, count, first_seen, first_lines, cell_numbers,
@@ -224,18 +230,19 @@ export class SqliteGrouping {
         WHERE id = ?`,
       addSession:
         "INSERT OR IGNORE INTO group_sessions (group_id, usage_id) VALUES (?, ?)",
-      countDay: `INSERT INTO group_days (group_id, day, count) VALUES (?, ?, 1)
-        ON CONFLICT (group_id, day) DO UPDATE SET count = count + 1`,
+      countDay:
+        `INSERT INTO group_days (group_id, day, count) VALUES (?1, ?2, ?3)
+        ON CONFLICT (group_id, day) DO UPDATE SET count = count + ?3`,
       countHour:
-        `INSERT INTO group_hours (group_id, hour, count) VALUES (?, ?, 1)
-        ON CONFLICT (group_id, hour) DO UPDATE SET count = count + 1 RETURNING count`,
+        `INSERT INTO group_hours (group_id, hour, count) VALUES (?1, ?2, ?3)
+        ON CONFLICT (group_id, hour) DO UPDATE SET count = count + ?3`,
       countNotebookHour:
-        `INSERT INTO notebook_hours (notebook, hour, reports) VALUES (?, ?, 1)
-        ON CONFLICT (notebook, hour) DO UPDATE SET reports = reports + 1`,
+        `INSERT INTO notebook_hours (notebook, hour, reports) VALUES (?1, ?2, ?3)
+        ON CONFLICT (notebook, hour) DO UPDATE SET reports = reports + ?3`,
+      hourCount:
+        "SELECT count FROM group_hours WHERE group_id = ? AND hour = ?",
       pastHours:
         "SELECT coalesce(sum(count), 0) AS n FROM group_hours WHERE group_id = ? AND hour >= ? AND hour < ?",
-      usageSeen: "UPDATE usages SET last_report_at = ? WHERE id = ?",
-      reportGroup: "UPDATE reports SET group_id = ? WHERE id = ?",
       markNotice:
         "UPDATE groups SET last_notice_at = ?, last_spike_hour = coalesce(?, last_spike_hour) WHERE id = ?",
       insertNotice:
@@ -254,9 +261,10 @@ export class SqliteGrouping {
    * notice when the policy says so. Runs inside the write transaction.
    *
    * @param input The report.
-   * @returns What happened to the group.
+   * @returns What happened to the group; `undefined` when grouping is off.
    */
-  record(input: GroupingInput): GroupOutcome {
+  record(input: GroupingInput): GroupOutcome | undefined {
+    if (!this.#enabled) return undefined;
     const { payload, now, notebook } = input;
     const fingerprint = errorFingerprint({ ...payload, notebook });
     const latest = JSON.stringify({ ...payload, notebook });
@@ -323,16 +331,27 @@ export class SqliteGrouping {
         id,
       );
     }
-    this.#st.countDay!.run(id, utcDay(now));
-    const hourCount =
-      (this.#st.countHour!.get(id, hour) as { count: number }).count;
-    this.#st.countNotebookHour!.run(notebook, hour);
-    this.#st.usageSeen!.run(now, input.usageId);
-    if (input.newRow) this.#st.reportGroup!.run(id, input.reportId);
+    const day = utcDay(now);
+    const dayKey = `${id}\u0000${day}`;
+    const dayCount = this.#days.get(dayKey);
+    if (dayCount) dayCount.n++;
+    else this.#days.set(dayKey, { groupId: id, day, n: 1 });
+    const hourKey = `${id}\u0000${hour}`;
+    const pendingHour = this.#hours.get(hourKey);
+    if (pendingHour) pendingHour.n++;
+    else this.#hours.set(hourKey, { groupId: id, hour, n: 1 });
+    const notebookKey = `${notebook}\u0000${hour}`;
+    const notebookCount = this.#notebookHours.get(notebookKey);
+    if (notebookCount) notebookCount.n++;
+    else this.#notebookHours.set(notebookKey, { notebook, hour, n: 1 });
 
     const outcome: GroupOutcome = { id, created, reopened };
     const policy = this.#policy;
     if (!policy || state === "ignored") return outcome;
+    const stored = created
+      ? undefined
+      : this.#st.hourCount!.get(id, hour) as { count: number } | undefined;
+    const hourCount = (stored?.count ?? 0) + this.#hours.get(hourKey)!.n;
     let kind: "new" | "regression" | "spike" | undefined;
     let hourlyAverage: number | undefined;
     if (created) kind = "new";
@@ -365,6 +384,27 @@ export class SqliteGrouping {
     this.#st.markNotice!.run(now, kind === "spike" ? hour : null, id);
     outcome.notice = kind;
     return outcome;
+  }
+
+  /** Writes the batch's pending counts; the storage calls it before COMMIT. */
+  flushCounts(): void {
+    for (const c of this.#days.values()) {
+      this.#st.countDay!.run(c.groupId, c.day, c.n);
+    }
+    for (const c of this.#hours.values()) {
+      this.#st.countHour!.run(c.groupId, c.hour, c.n);
+    }
+    for (const c of this.#notebookHours.values()) {
+      this.#st.countNotebookHour!.run(c.notebook, c.hour, c.n);
+    }
+    this.clearCounts();
+  }
+
+  /** Drops the batch's pending counts (the batch rolled back). */
+  clearCounts(): void {
+    this.#days.clear();
+    this.#hours.clear();
+    this.#notebookHours.clear();
   }
 
   #summary(id: number): GroupSummary {

@@ -144,6 +144,11 @@ export interface SqliteStorageOptions {
    * regressions, spikes) in the same transaction. @default {undefined}
    */
   notices?: NoticePolicy;
+  /**
+   * Group reports (fingerprint, group counts, notices). `false` stores bare
+   * reports only: for measuring what grouping costs. @default {true}
+   */
+  grouping?: boolean;
 }
 
 interface QueuedWrite {
@@ -255,7 +260,11 @@ export class SqliteStorage implements Storage {
     `);
     this.#migrate();
     this.#prepare();
-    this.#grouping = new SqliteGrouping(this.#db, options.notices);
+    this.#grouping = new SqliteGrouping(
+      this.#db,
+      options.notices,
+      options.grouping ?? true,
+    );
   }
 
   /** The schema version the database is at. */
@@ -305,8 +314,8 @@ export class SqliteStorage implements Storage {
         `INSERT INTO daily_counts (notebook, day, reports, sessions) VALUES (?, ?, ?, ?)
         ON CONFLICT (notebook, day) DO UPDATE
         SET reports = reports + excluded.reports, sessions = sessions + excluded.sessions`,
-      claimReport: `UPDATE usages SET report_count = report_count + 1
-        WHERE uuid = ? AND report_count < ? RETURNING id, notebook`,
+      claimReport: `UPDATE usages SET report_count = report_count + 1,
+        last_report_at = ?3 WHERE uuid = ?1 AND report_count < ?2 RETURNING id, notebook`,
       findDuplicate: `SELECT id FROM reports
         WHERE usage_id = ? AND payload_hash = ? AND created_at > ?
         ORDER BY created_at DESC LIMIT 1`,
@@ -314,8 +323,8 @@ export class SqliteStorage implements Storage {
         "UPDATE reports SET occurrences = occurrences + 1, last_seen_at = ? WHERE id = ?",
       insertReport:
         `INSERT INTO reports (usage_id, notebook, created_at, last_seen_at,
-        payload_hash, error_name, error_message, traceback, first_line, execution_count)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+        payload_hash, error_name, error_message, traceback, first_line, execution_count,
+        group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
       reportById:
         `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id WHERE r.id = ?`,
       listUsages:
@@ -381,9 +390,11 @@ export class SqliteStorage implements Storage {
           );
         }
         this.#counts.clear();
+        this.#grouping.flushCounts();
         this.#db.exec("COMMIT");
       } catch (error) {
         this.#counts.clear();
+        this.#grouping.clearCounts();
         try {
           this.#db.exec("ROLLBACK");
         } catch { /* already rolled back */ }
@@ -452,12 +463,19 @@ export class SqliteStorage implements Storage {
       const usage = this.#st("claimReport").get(
         input.usageUuid,
         input.maxReportsPerSession,
+        now,
       ) as { id: number; notebook: string } | undefined;
       if (!usage) {
         return this.#st("usageByUuid").get(input.usageUuid)
           ? { status: "session-limit", limit: input.maxReportsPerSession }
           : { status: "unknown-session" };
       }
+      const group = this.#grouping.record({
+        usageId: usage.id,
+        notebook: usage.notebook,
+        payload: input.payload,
+        now,
+      });
       const duplicate = this.#st("findDuplicate").get(
         usage.id,
         hash,
@@ -465,14 +483,6 @@ export class SqliteStorage implements Storage {
       ) as { id: number } | undefined;
       if (duplicate) {
         this.#st("bumpDuplicate").run(now, duplicate.id);
-        const group = this.#grouping.record({
-          usageId: usage.id,
-          notebook: usage.notebook,
-          payload: input.payload,
-          reportId: duplicate.id,
-          newRow: false,
-          now,
-        });
         const report = this.#reportById(duplicate.id);
         this.#count(usage.notebook, now, 1, 0);
         return { status: "duplicate", report, group };
@@ -489,15 +499,8 @@ export class SqliteStorage implements Storage {
         traceback,
         p.first_line,
         p.execution_count,
+        group?.id ?? null,
       ) as { id: number };
-      const group = this.#grouping.record({
-        usageId: usage.id,
-        notebook: usage.notebook,
-        payload: p,
-        reportId: row.id,
-        newRow: true,
-        now,
-      });
       this.#count(usage.notebook, now, 1, 0);
       return {
         status: "stored",
