@@ -1,20 +1,20 @@
 /**
  * The in-kernel IOPub listener: a SUB socket on the kernel's own IOPub channel
- * that pairs every `error` message with the `execute_input` of the same
- * request, so a failing cell's first line and execution count are known.
+ * (run in a worker, see `iopub_worker.ts`) that pairs every `error` message
+ * with the `execute_input` of the same request, so a failing cell's first
+ * line and execution count are known.
  *
  * @module
  */
 
 import {
-  findDelimiter,
-  type JupyterMessage,
-  MessageSigner,
-  parseMessage,
-  peekHeader,
-} from "./jupyter_message.ts";
+  IopubReader,
+  type IopubWorkerEvent,
+  type IopubWorkerRequest,
+} from "./iopub_worker.ts";
 import type { KernelConnectionInfo } from "./kernel_connection.ts";
-import { ZmtpSocket } from "./zmtp.ts";
+
+export { firstLineOf } from "./iopub_worker.ts";
 
 /** A failing cell, as seen on IOPub. */
 export interface CapturedCellError {
@@ -42,6 +42,14 @@ export interface CellCaptureOptions {
    * ones); {@linkcode CellCapture.start} waits until it comes back.
    */
   probe: (displayId: string, attempt: number) => Promise<void>;
+  /**
+   * Publishes an invisible marker: an `update_display_data` for `displayId`,
+   * a display id that was never shown (frontends ignore it). Used by
+   * {@linkcode CellCapture.sync}.
+   */
+  marker: (displayId: string) => Promise<void>;
+  /** Called once if the IOPub connection ends without {@linkcode CellCapture.stop}. @default {undefined} */
+  onClosed?: (message?: string) => void;
   /** How long `start()` waits for the probe to come back, in milliseconds. @default {5000} */
   startTimeoutMs?: number;
   /** Milliseconds between probe attempts. @default {250} */
@@ -50,24 +58,37 @@ export interface CellCaptureOptions {
 
 /** How many recent `execute_input` messages are remembered for pairing. */
 const REMEMBERED_INPUTS = 64;
-/** At most this many routing frames may precede the delimiter. */
-const MAX_IDENTITY_FRAMES = 16;
+
+/** One IOPub reader: on the main thread, or in the worker. */
+interface Source {
+  /** Sends a request; resolves with the answering event. */
+  request(request: IopubWorkerRequest): Promise<IopubWorkerEvent>;
+  /** Ends the source (after a `stop` request, or at once). */
+  terminate(): void;
+}
 
 /**
- * Captures failing cells from the kernel's own IOPub channel. Messages whose
- * header says they are not needed (outputs, streams, status) are skipped after
- * the header frame: their content is neither copied nor parsed.
+ * Captures failing cells from the kernel's own IOPub channel. It starts with
+ * a reader on the main thread (live within tens of milliseconds) and hands
+ * over to a reader in a worker as soon as that one is live (starting a worker
+ * takes about a second in the kernel): the worker drains the socket even while
+ * a cell keeps the main thread busy, which the kernel's publisher needs for
+ * large outputs. Messages whose header says they are not needed (outputs,
+ * streams, status) are skipped after the header frame, their content neither
+ * copied nor parsed.
  *
  * @example Usage
  * ```ts ignore
  * import { CellCapture } from "./cell_capture.ts";
  * import { readConnectionInfo } from "./kernel_connection.ts";
  *
+ * const show = (id: string, update: boolean) =>
+ *   Deno.jupyter.display({ "text/plain": "listening" }, { raw: true, display_id: id, update });
  * const capture = new CellCapture({
  *   connection: await readConnectionInfo("/tmp/kernel.json"),
  *   onError: (error) => console.log(error.executionCount, error.firstLine),
- *   probe: (displayId, attempt) =>
- *     Deno.jupyter.display({ "text/plain": "listening" }, { raw: true, display_id: displayId, update: attempt > 0 }),
+ *   probe: (id, attempt) => show(id, attempt > 0),
+ *   marker: (id) => show(id, true),
  * });
  * await capture.start();
  * await capture.stop();
@@ -75,16 +96,20 @@ const MAX_IDENTITY_FRAMES = 16;
  */
 export class CellCapture {
   #options: CellCaptureOptions;
-  #socket: ZmtpSocket | undefined;
-  #signer: MessageSigner | undefined;
+  #sources = new Set<Source>();
+  #worker: Worker | undefined;
+  #workerSource: Source | undefined;
+  #workerWaiters = new Map<string, (event: IopubWorkerEvent) => void>();
+  #hasLocal = false;
+  #acks = new Map<string, Promise<void>>();
+  #handover: Promise<void> | undefined;
   #inputs = new Map<
     string,
     { firstLine: string; executionCount: number | null }
   >();
+  #reported = new Set<string>();
   #lastExecutionCount: number | null = null;
-  #probeId: string | undefined;
-  #probeSeen: PromiseWithResolvers<void> | undefined;
-  #queue: Promise<void> = Promise.resolve();
+  #markers = new Map<string, () => void>();
   #stopped = false;
 
   /**
@@ -101,58 +126,56 @@ export class CellCapture {
     return this.#lastExecutionCount;
   }
 
-  /** Whether the socket is connected. */
+  /** Whether an IOPub connection is up. */
   get live(): boolean {
-    return this.#socket !== undefined && !this.#socket.closed;
+    return this.#sources.size > 0;
+  }
+
+  /** Whether the worker reader has taken over. */
+  get inWorker(): boolean {
+    return this.#worker !== undefined && this.#sources.size === 1 &&
+      !this.#hasLocal;
   }
 
   /**
-   * Connects to IOPub, subscribes, and waits until the subscription is live
-   * (its own probe came back).
+   * Connects to IOPub on the main thread, subscribes, and waits until the
+   * subscription is live (its own probe came back); then starts the worker
+   * reader in the background.
    *
    * @returns Once capture is live.
    * @throws {Error} When the connection fails or the probe does not come back in time.
    */
   async start(): Promise<void> {
-    const { connection } = this.#options;
-    this.#signer = await MessageSigner.create(
-      connection.key,
-      connection.signature_scheme,
-    );
-    this.#socket = await ZmtpSocket.connect(
-      {
-        transport: connection.transport,
-        ip: connection.ip,
-        port: connection.iopub_port,
-      },
-      {
-        type: "SUB",
-        accept: (frames) => this.#accept(frames),
-        onMessage: (frames) => this.#onFrames(frames),
-      },
-    );
-    await this.#socket.subscribe("");
-    this.#probeId = `nbr-${crypto.randomUUID()}`;
-    this.#probeSeen = Promise.withResolvers();
     const timeoutMs = this.#options.startTimeoutMs ?? 5000;
     const intervalMs = this.#options.probeIntervalMs ?? 250;
     const deadline = Date.now() + timeoutMs;
-    let seen = false;
-    this.#probeSeen.promise.then(() => seen = true);
+    const local = this.#localSource();
+    const probeId = `nbr-${crypto.randomUUID()}`;
     try {
-      for (let attempt = 0; !seen; attempt++) {
+      const started = await withTimeout(
+        local.request({ type: "start", connection: this.#options.connection }),
+        timeoutMs,
+        "Kernel IOPub connection",
+      );
+      if (started.type === "failed") {
+        throw new Error(
+          `Cannot subscribe to the kernel's IOPub: ${started.message}`,
+        );
+      }
+      this.#sources.add(local);
+      this.#hasLocal = true;
+      const seen = this.#expectOn([local], probeId);
+      await Promise.resolve();
+      let echoed = false;
+      seen.then(() => echoed = true);
+      for (let attempt = 0; !echoed; attempt++) {
         if (Date.now() >= deadline || this.#stopped) {
           throw new Error(
             `Kernel IOPub did not echo the probe within ${timeoutMs} ms`,
           );
         }
-        await this.#options.probe(this.#probeId, attempt);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          this.#probeSeen.promise,
-          new Promise((resolve) => timer = setTimeout(resolve, intervalMs)),
-        ]);
-        clearTimeout(timer);
+        await this.#options.probe(probeId, attempt);
+        await raceTimeout(seen, intervalMs);
       }
       if (this.#stopped) {
         throw new Error("Cell capture was stopped while starting");
@@ -161,104 +184,308 @@ export class CellCapture {
       await this.stop();
       throw error;
     } finally {
-      this.#probeId = undefined;
+      this.#markers.delete(probeId);
+    }
+    this.#handover = this.#startWorker(local).catch(() => {
+      // The worker could not start: the main-thread reader stays in charge.
+      this.#worker?.terminate();
+      this.#worker = undefined;
+    });
+  }
+
+  /**
+   * Waits until every IOPub message published before this call has been
+   * processed (so {@linkcode CellCapture.lastExecutionCount} is current): it
+   * publishes an invisible marker and waits for it to come back.
+   *
+   * @param timeoutMs How long to wait at most, in milliseconds.
+   * @returns Whether the marker came back in time.
+   */
+  async sync(timeoutMs = 1000): Promise<boolean> {
+    if (this.#sources.size === 0) return false;
+    const markerId = `nbr-sync-${crypto.randomUUID()}`;
+    try {
+      const seen = this.#expectOn([...this.#sources], markerId);
+      // Let every source acknowledge before the marker is published.
+      await withTimeout(
+        this.#acknowledged(markerId),
+        timeoutMs,
+        "IOPub reader",
+      );
+      await this.#options.marker(markerId);
+      return await raceTimeout(seen, timeoutMs);
+    } catch {
+      return false;
+    } finally {
+      this.#forget(markerId);
     }
   }
 
   /**
-   * Closes the socket and forgets pending state. Idempotent.
+   * Closes the sockets and ends the worker. Idempotent.
    *
-   * @returns Once the socket is closed.
+   * @returns Once every reader is gone.
    */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    this.#probeSeen?.resolve();
-    await this.#socket?.close();
-    await this.#queue;
-  }
-
-  /** Decides after each frame whether the rest of a message is worth reading. */
-  #accept(frames: Uint8Array[]): boolean {
-    const delimiter = findDelimiter(frames);
-    if (delimiter < 0) return frames.length <= MAX_IDENTITY_FRAMES;
-    if (frames.length !== delimiter + 3) return true;
-    const type = peekHeader(frames)?.msg_type;
-    return type === "execute_input" || type === "error" ||
-      (this.#probeId !== undefined &&
-        (type === "display_data" || type === "update_display_data"));
-  }
-
-  #onFrames(frames: Uint8Array[]): void {
     if (this.#stopped) return;
-    this.#queue = this.#queue.then(async () => {
-      const message = await parseMessage(frames, this.#signer!);
-      if (message !== undefined && !this.#stopped) this.#onMessage(message);
-    }).catch(() => {});
+    this.#stopped = true;
+    for (const resolve of this.#markers.values()) resolve();
+    // A worker still starting is ended at once; its pending requests fail.
+    if (this.#worker !== undefined && !this.#sources.has(this.#workerSource!)) {
+      this.#worker.terminate();
+      for (const waiter of this.#workerWaiters.values()) {
+        waiter({ type: "failed", message: "stopped" });
+      }
+    }
+    await this.#handover;
+    const sources = [...this.#sources];
+    this.#sources.clear();
+    await Promise.all(sources.map(async (source) => {
+      try {
+        await withTimeout(
+          source.request({ type: "stop" }),
+          2000,
+          "IOPub reader stop",
+        );
+      } catch {
+        // terminated below either way
+      }
+      source.terminate();
+    }));
+    this.#worker?.terminate();
+    this.#worker = undefined;
   }
 
-  #onMessage(message: JupyterMessage): void {
-    const { content } = message;
-    const parentId = String(message.parent_header.msg_id ?? "");
-    switch (message.header.msg_type) {
-      case "execute_input": {
-        const code = typeof content.code === "string" ? content.code : "";
-        const executionCount = typeof content.execution_count === "number"
-          ? content.execution_count
-          : null;
-        this.#lastExecutionCount = executionCount ?? this.#lastExecutionCount;
-        this.#inputs.set(parentId, {
-          firstLine: firstLineOf(code),
-          executionCount,
-        });
-        if (this.#inputs.size > REMEMBERED_INPUTS) {
-          this.#inputs.delete(this.#inputs.keys().next().value!);
+  /** The main-thread reader. */
+  #localSource(): Source {
+    const waiters = new Map<string, (event: IopubWorkerEvent) => void>();
+    const reader = new IopubReader((event) => {
+      if (!answer(waiters, event)) this.#onEvent(event);
+    });
+    const source: Source = {
+      request: (request) => {
+        if (request.type === "forget") {
+          reader.handle(request).catch(() => {});
+          return Promise.resolve({ type: "stopped" });
+        }
+        const answered = Promise.withResolvers<IopubWorkerEvent>();
+        waiters.set(waitKey(request), answered.resolve);
+        reader.handle(request).catch(() => {});
+        return answered.promise;
+      },
+      terminate: () => {
+        this.#sources.delete(source);
+        this.#hasLocal = false;
+      },
+    };
+    return source;
+  }
+
+  /** Starts the worker reader and, once its subscription is live, retires `local`. */
+  async #startWorker(local: Source): Promise<void> {
+    const worker = new Worker(new URL("./iopub_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    this.#worker = worker;
+    const waiters = this.#workerWaiters;
+    worker.onmessage = (message: MessageEvent<IopubWorkerEvent>) => {
+      if (!answer(waiters, message.data)) this.#onEvent(message.data);
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      for (const waiter of waiters.values()) {
+        waiter({ type: "failed", message: event.message });
+      }
+      waiters.clear();
+    };
+    const source: Source = {
+      request: (request) => {
+        if (request.type === "forget") {
+          worker.postMessage(request);
+          return Promise.resolve({ type: "stopped" });
+        }
+        const answered = Promise.withResolvers<IopubWorkerEvent>();
+        waiters.set(waitKey(request), answered.resolve);
+        worker.postMessage(request);
+        return answered.promise;
+      },
+      terminate: () => {
+        this.#sources.delete(source);
+        worker.terminate();
+      },
+    };
+    this.#workerSource = source;
+    const started = await withTimeout(
+      source.request({ type: "start", connection: this.#options.connection }),
+      10_000,
+      "IOPub worker",
+    );
+    if (started.type === "failed" || this.#stopped) {
+      throw new Error(`IOPub worker did not start: ${JSON.stringify(started)}`);
+    }
+    // Live once its own marker comes back; until then both readers run, and
+    // errors are reported once (by request id).
+    this.#sources.add(source);
+    const markerId = `nbr-handover-${crypto.randomUUID()}`;
+    try {
+      const seen = this.#expectOn([source], markerId);
+      await withTimeout(this.#acknowledged(markerId), 5000, "IOPub worker");
+      for (let attempt = 0; attempt < 20 && !this.#stopped; attempt++) {
+        await this.#options.marker(markerId);
+        if (await raceTimeout(seen, 250)) {
+          await local.request({ type: "stop" });
+          local.terminate();
+          return;
+        }
+      }
+      throw new Error("IOPub worker did not see its marker");
+    } catch (error) {
+      this.#sources.delete(source);
+      throw error;
+    } finally {
+      this.#forget(markerId);
+    }
+  }
+
+  /** Registers a marker id with `sources`; resolves when any of them sees it. */
+  #expectOn(sources: Source[], id: string): Promise<void> {
+    const seen = Promise.withResolvers<void>();
+    this.#markers.set(id, seen.resolve);
+    this.#acks.set(
+      id,
+      Promise.all(
+        sources.map((source) => source.request({ type: "expect", id })),
+      ).then(
+        () => {},
+      ),
+    );
+    return seen.promise;
+  }
+
+  #acknowledged(id: string): Promise<void> {
+    return this.#acks.get(id) ?? Promise.resolve();
+  }
+
+  #forget(id: string): void {
+    this.#markers.delete(id);
+    this.#acks.delete(id);
+    for (const source of this.#sources) {
+      source.request({ type: "forget", id }).catch(() => {});
+    }
+  }
+
+  #onEvent(event: IopubWorkerEvent): void {
+    switch (event.type) {
+      case "marker":
+        this.#markers.get(event.id)?.();
+        break;
+      case "input":
+        if (!this.#inputs.has(event.parentId)) {
+          this.#inputs.set(event.parentId, {
+            firstLine: event.firstLine,
+            executionCount: event.executionCount,
+          });
+          if (this.#inputs.size > REMEMBERED_INPUTS) {
+            this.#inputs.delete(this.#inputs.keys().next().value!);
+          }
+        }
+        if (event.executionCount !== null) {
+          this.#lastExecutionCount = event.executionCount;
         }
         break;
-      }
       case "error": {
-        const input = this.#inputs.get(parentId);
-        this.#options.onError({
-          ename: String(content.ename ?? "Error"),
-          evalue: String(content.evalue ?? ""),
-          traceback: Array.isArray(content.traceback)
-            ? content.traceback.map(String)
-            : [],
-          firstLine: input?.firstLine ?? "",
-          executionCount: input?.executionCount ?? null,
-        });
-        break;
-      }
-      case "display_data":
-      case "update_display_data": {
-        const transient = content.transient as
-          | { display_id?: unknown }
-          | undefined;
-        if (
-          this.#probeId !== undefined && transient?.display_id === this.#probeId
-        ) {
-          this.#probeSeen?.resolve();
+        // Both readers run for a moment during the handover: report once.
+        if (this.#reported.has(event.parentId) && event.parentId !== "") break;
+        this.#reported.add(event.parentId);
+        if (this.#reported.size > REMEMBERED_INPUTS) {
+          this.#reported.delete(this.#reported.keys().next().value!);
+        }
+        const input = this.#inputs.get(event.parentId);
+        try {
+          this.#options.onError({
+            ename: event.ename,
+            evalue: event.evalue,
+            traceback: event.traceback,
+            firstLine: input?.firstLine ?? "",
+            executionCount: input?.executionCount ?? null,
+          });
+        } catch {
+          // the consumer's failure must not stop capture
         }
         break;
       }
+      case "closed":
+        this.#options.onClosed?.(event.message);
+        break;
     }
   }
 }
 
-/**
- * The first line of a cell's code, exactly (without its line break).
- *
- * @param code The cell's code.
- * @returns Everything before the first `\n` (and a `\r` before it).
- *
- * @example Usage
- * ```ts
- * import { firstLineOf } from "./cell_capture.ts";
- *
- * console.log(firstLineOf("// load data\nconst x = 1;")); // "// load data"
- * ```
- */
-export function firstLineOf(code: string): string {
-  const end = code.indexOf("\n");
-  const line = end < 0 ? code : code.slice(0, end);
-  return line.endsWith("\r") ? line.slice(0, -1) : line;
+/** The key under which a request's answer is awaited. */
+function waitKey(request: IopubWorkerRequest): string {
+  switch (request.type) {
+    case "start":
+      return "start";
+    case "stop":
+      return "stop";
+    case "expect":
+    case "forget":
+      return `${request.type}:${request.id}`;
+  }
+}
+
+/** Resolves a waiter for `event` if it is an answer; returns whether it was. */
+function answer(
+  waiters: Map<string, (event: IopubWorkerEvent) => void>,
+  event: IopubWorkerEvent,
+): boolean {
+  let key: string | undefined;
+  if (event.type === "connected" || event.type === "failed") key = "start";
+  else if (event.type === "stopped") key = "stop";
+  else if (event.type === "expecting") key = `expect:${event.id}`;
+  if (key === undefined) return false;
+  waiters.get(key)?.(event);
+  waiters.delete(key);
+  return true;
+}
+
+/** Resolves `true` when `promise` settles first, `false` after `timeoutMs`. */
+async function raceTimeout(
+  promise: Promise<void>,
+  timeoutMs: number,
+): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise.then(() => true),
+      new Promise<boolean>((resolve) =>
+        timer = setTimeout(() => resolve(false), timeoutMs)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Rejects when `promise` does not settle within `timeoutMs`. */
+async function withTimeout<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  what: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(
+          () =>
+            reject(new Error(`${what} did not answer within ${timeoutMs} ms`)),
+          timeoutMs,
+        )
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

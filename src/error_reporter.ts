@@ -52,7 +52,10 @@ interface JupyterApi {
     obj: unknown,
     options?: { raw?: boolean; update?: boolean; display_id?: string },
   ): Promise<void>;
-  broadcast(msgType: string, content: Record<string, unknown>): Promise<void>;
+  broadcast(
+    msgType: string,
+    content: Record<string, unknown>,
+  ): Promise<void> | void;
 }
 
 /**
@@ -233,6 +236,12 @@ export abstract class ErrorReporter {
         onError: (cellError) => this.#onCellError(cellError),
         probe: (displayId, attempt) =>
           this.#showNotice(jupyter, displayId, attempt),
+        marker: (displayId) =>
+          jupyter.display({ "text/plain": "" }, {
+            raw: true,
+            display_id: displayId,
+            update: true,
+          }),
       });
       this.#capture = capture;
       await capture.start();
@@ -290,19 +299,35 @@ export abstract class ErrorReporter {
 
   #installListeners(): void {
     if (this.#listeners !== undefined) return;
-    const onEscaped = (error: unknown): void => {
-      const executionCount = this.#capture?.lastExecutionCount ??
+    const onEscaped = async (error: unknown): Promise<void> => {
+      // The error may fire before the current cell's execute_input was read
+      // from IOPub: catch up first, so that "the last cell" is the right one.
+      const capture = this.#capture;
+      if (capture !== undefined) await capture.sync();
+      const executionCount = capture?.lastExecutionCount ??
         this.#lastExecutionCount;
-      this.report(error, {
+      await this.report(error, {
         firstLine: "",
         executionCount: executionCount ?? undefined,
       });
     };
-    // The default is kept (no preventDefault()): in the kernel an escaped error is
-    // silently dropped either way, and outside it the process still ends as usual.
+    // In the kernel, an escaped error's default action does not show it
+    // anywhere, but it stops the kernel from running the event loop between
+    // cells (timers, pending reports) until the next cell runs, which then
+    // can stall. preventDefault() keeps the loop running, so the report is
+    // delivered at once; the error stays as invisible as before (bar the
+    // report display). Outside a kernel the default is kept: `deno run`
+    // still ends the process as it would without the reporter.
+    const inKernel = jupyterApi() !== undefined;
     this.#listeners = {
-      error: (event) => onEscaped(event.error ?? event.message),
-      rejection: (event) => onEscaped(event.reason),
+      error: (event) => {
+        if (inKernel) event.preventDefault();
+        void onEscaped(event.error ?? event.message);
+      },
+      rejection: (event) => {
+        if (inKernel) event.preventDefault();
+        void onEscaped(event.reason);
+      },
     };
     globalThis.addEventListener("error", this.#listeners.error);
     globalThis.addEventListener(
@@ -393,9 +418,15 @@ export abstract class ErrorReporter {
       console.warn(line);
       return;
     }
-    jupyter.broadcast("stream", { name: "stderr", text: `${line}\n` }).catch(
-      () => {},
-    );
+    try {
+      // `broadcast` may return a promise or nothing, depending on the kernel version.
+      Promise.resolve(
+        jupyter.broadcast("stream", { name: "stderr", text: `${line}\n` }),
+      )
+        .catch(() => {});
+    } catch {
+      // the warning path itself must never throw
+    }
   }
 }
 

@@ -15,6 +15,7 @@ import {
   serializeMessage,
 } from "./jupyter_message.ts";
 import { ZmtpSocket } from "./zmtp.ts";
+import type { ZmtpWorkerEvent, ZmtpWorkerRequest } from "./zmtp_worker.ts";
 
 /** Options for {@linkcode startKernel}. */
 export interface StartKernelOptions {
@@ -42,12 +43,22 @@ export interface ExecuteResult {
   status: string;
   /** The cell's execution count. */
   executionCount: number | null;
-  /** The IOPub messages whose parent is this request, in arrival order. */
+  /**
+   * The IOPub messages whose parent is this request (except `status`), in
+   * arrival order. The array stays live: the Deno kernel publishes stream
+   * output and `execute_result` after the idle status, so late outputs are
+   * appended as they arrive (for the client's 200 most recent requests).
+   */
   outputs: JupyterMessage[];
   /** The error content, when the cell failed. */
   error?: { ename: string; evalue: string; traceback: string[] };
   /** The execute request's msg_id. */
   msgId: string;
+  /**
+   * Whether the IOPub stream was reconnected while this request ran (the Deno
+   * kernel can corrupt it under large outputs): some outputs may be missing.
+   */
+  iopubDisrupted: boolean;
   /** Milliseconds from sending the request to receiving both the reply and the idle status. */
   elapsedMs: number;
 }
@@ -58,6 +69,8 @@ export type IopubListener = (message: JupyterMessage) => void;
 interface PendingExecute {
   reply?: JupyterMessage;
   idle: boolean;
+  /** IOPub messages of this request may have been lost (the stream was reconnected). */
+  disrupted: boolean;
   outputs: JupyterMessage[];
   done: PromiseWithResolvers<void>;
 }
@@ -85,8 +98,21 @@ export class KernelClient {
   #signer: MessageSigner;
   #session = crypto.randomUUID();
   #shell: ZmtpSocket | undefined;
-  #iopub: ZmtpSocket | undefined;
+  #iopub: Worker | undefined;
+  #iopubDisruptions = 0;
+
+  /** How often the IOPub stream had to be reconnected so far. */
+  get iopubDisruptions(): number {
+    return this.#iopubDisruptions;
+  }
+
+  #reconnecting: Promise<void> = Promise.resolve();
+  #connection: { ip: string; iopub_port: number } = {
+    ip: "127.0.0.1",
+    iopub_port: 0,
+  };
   #pending = new Map<string, PendingExecute>();
+  #outputs = new Map<string, JupyterMessage[]>();
   #listeners = new Set<IopubListener>();
   #queue: Promise<void> = Promise.resolve();
   #closed = false;
@@ -166,17 +192,6 @@ export class KernelClient {
         }
       }
     };
-    this.#iopub = await retry(() =>
-      ZmtpSocket.connect({
-        transport: "tcp",
-        ip: connection.ip,
-        port: connection.iopub_port,
-      }, {
-        type: "SUB",
-        onMessage: (frames) => this.#enqueue(frames, "iopub"),
-      })
-    );
-    await this.#iopub.subscribe("");
     this.#shell = await retry(() =>
       ZmtpSocket.connect({
         transport: "tcp",
@@ -188,6 +203,8 @@ export class KernelClient {
         onMessage: (frames) => this.#enqueue(frames, "shell"),
       })
     );
+    this.#connection = connection;
+    this.#iopub = await retry(() => this.#startIopubWorker(connection));
     // The subscription is live once the kernel's IOPub status for our request comes back.
     await retry(async () => {
       const msgId = await this.#sendShell("kernel_info_request", {});
@@ -249,10 +266,15 @@ export class KernelClient {
     const header = makeHeader("execute_request", this.#session);
     const pending: PendingExecute = {
       idle: false,
+      disrupted: false,
       outputs: [],
       done: Promise.withResolvers(),
     };
     this.#pending.set(header.msg_id, pending);
+    this.#outputs.set(header.msg_id, pending.outputs);
+    if (this.#outputs.size > 200) {
+      this.#outputs.delete(this.#outputs.keys().next().value!);
+    }
     try {
       await this.#send(header, {
         code,
@@ -295,6 +317,7 @@ export class KernelClient {
       },
       msgId: header.msg_id,
       elapsedMs: performance.now() - started,
+      iopubDisrupted: pending.disrupted,
     };
   }
 
@@ -307,7 +330,18 @@ export class KernelClient {
     if (this.#closed) return;
     this.#closed = true;
     await this.#shell?.close();
-    await this.#iopub?.close();
+    await this.#reconnecting;
+    if (this.#iopub !== undefined) {
+      const closed = Promise.withResolvers<void>();
+      this.#iopub.onmessage = (event: MessageEvent<ZmtpWorkerEvent>) => {
+        if (event.data.type === "closed") closed.resolve();
+      };
+      this.#iopub.postMessage({ type: "close" } satisfies ZmtpWorkerRequest);
+      await withTimeout(closed.promise, 2000, "IOPub worker close").catch(
+        () => {},
+      );
+      this.#iopub.terminate();
+    }
     try {
       this.#process.kill("SIGKILL");
     } catch {
@@ -315,6 +349,76 @@ export class KernelClient {
     }
     await this.#exited;
     await Deno.remove(this.#tempDir, { recursive: true }).catch(() => {});
+  }
+
+  /**
+   * The Deno kernel's publisher can cut a large message short, which breaks
+   * the stream's framing: reconnect. Requests in flight may have lost their
+   * idle status, so they complete on their `execute_reply` alone
+   * (`ExecuteResult.iopubDisrupted`).
+   */
+  #onIopubLost(worker: Worker): void {
+    worker.terminate();
+    if (this.#iopub !== worker) return;
+    this.#iopub = undefined;
+    this.#iopubDisruptions++;
+    for (const pending of this.#pending.values()) {
+      pending.disrupted = true;
+      if (pending.reply !== undefined) pending.done.resolve();
+    }
+    const reconnect = async (): Promise<void> => {
+      for (let attempt = 0; attempt < 20 && !this.#closed; attempt++) {
+        try {
+          const next = await this.#startIopubWorker(this.#connection);
+          if (this.#closed) {
+            next.terminate();
+            return;
+          }
+          this.#iopub = next;
+          return;
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+    };
+    this.#reconnecting = reconnect();
+  }
+
+  /** Reads IOPub in a worker, which drains the socket even while this thread parses. */
+  async #startIopubWorker(
+    connection: { ip: string; iopub_port: number },
+  ): Promise<Worker> {
+    const worker = new Worker(new URL("./zmtp_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    const ready = Promise.withResolvers<void>();
+    worker.onmessage = (event: MessageEvent<ZmtpWorkerEvent>) => {
+      const data = event.data;
+      if (data.type === "message") this.#enqueue(data.frames, "iopub");
+      else if (data.type === "ready") ready.resolve();
+      else if (data.type === "failed") ready.reject(new Error(data.message));
+      else if (data.type === "closed" && !this.#closed) {
+        this.#onIopubLost(worker);
+      }
+    };
+    worker.postMessage(
+      {
+        type: "connect",
+        endpoint: {
+          transport: "tcp",
+          ip: connection.ip,
+          port: connection.iopub_port,
+        },
+        socketType: "SUB",
+      } satisfies ZmtpWorkerRequest,
+    );
+    try {
+      await withTimeout(ready.promise, 5000, "IOPub worker");
+    } catch (error) {
+      worker.terminate();
+      throw error;
+    }
+    return worker;
   }
 
   async #sendShell(
@@ -353,21 +457,19 @@ export class KernelClient {
       return;
     }
     pending.reply = message;
-    if (pending.idle) pending.done.resolve();
+    if (pending.idle || pending.disrupted) pending.done.resolve();
   }
 
   #onIopub(message: JupyterMessage): void {
-    const pending = this.#pending.get(message.parent_header.msg_id ?? "");
-    if (pending !== undefined) {
-      if (
-        message.header.msg_type === "status" &&
-        message.content.execution_state === "idle"
-      ) {
+    const parentId = message.parent_header.msg_id ?? "";
+    const pending = this.#pending.get(parentId);
+    if (message.header.msg_type === "status") {
+      if (pending !== undefined && message.content.execution_state === "idle") {
         pending.idle = true;
         if (pending.reply !== undefined) pending.done.resolve();
-      } else if (message.header.msg_type !== "status") {
-        pending.outputs.push(message);
       }
+    } else {
+      this.#outputs.get(parentId)?.push(message);
     }
     for (const listener of this.#listeners) {
       try {
