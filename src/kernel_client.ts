@@ -66,6 +66,9 @@ export interface ExecuteResult {
 /** Listens to IOPub messages. */
 export type IopubListener = (message: JupyterMessage) => void;
 
+/** How long after `execute_reply` the idle status may still come, in milliseconds. */
+const IDLE_GRACE_MS = 5000;
+
 interface PendingExecute {
   reply?: JupyterMessage;
   idle: boolean;
@@ -457,7 +460,17 @@ export class KernelClient {
       return;
     }
     pending.reply = message;
-    if (pending.idle || pending.disrupted) pending.done.resolve();
+    if (pending.idle || pending.disrupted) {
+      pending.done.resolve();
+      return;
+    }
+    // The idle status normally comes with the reply; the Deno kernel can drop
+    // IOPub messages under large outputs, so do not wait for it forever.
+    const timer = setTimeout(() => {
+      pending.disrupted = true;
+      pending.done.resolve();
+    }, IDLE_GRACE_MS);
+    pending.done.promise.then(() => clearTimeout(timer));
   }
 
   #onIopub(message: JupyterMessage): void {
