@@ -1,0 +1,199 @@
+import assert from "node:assert/strict";
+import { ErrorStore } from "../src/error_store.ts";
+import { ErrorSlack } from "../src/error_slack.ts";
+import { defaultNotebookName } from "../src/error_reporter.ts";
+import {
+  connectionFileFromArgs,
+  findConnectionFile,
+} from "../src/kernel_connection.ts";
+import { firstLineOf } from "../src/cell_capture.ts";
+import { startSlackReceiver } from "./support/slack_receiver.ts";
+
+const ERROR_STORE_URL = import.meta.resolve("../src/error_store.ts");
+
+Deno.test("ErrorStore.report() keeps the payload, a Date timestamp and the unscrubbed traceback", async () => {
+  const store = new ErrorStore({ notebook: "manual", quiet: true });
+  function failing(): never {
+    throw new RangeError("too big");
+  }
+  try {
+    failing();
+  } catch (error) {
+    await store.report(error, { firstLine: "failing()", executionCount: 7 });
+  }
+  await store.report("plain string");
+  assert.equal(store.errorDetails.length, 2);
+  const [record, stringRecord] = store.errorDetails;
+  assert.equal(record.error_name, "RangeError");
+  assert.equal(record.error_message, "too big");
+  assert.equal(record.first_line, "failing()");
+  assert.equal(record.execution_count, 7);
+  assert.equal(record.notebook, "manual");
+  assert.ok(record.timestamp instanceof Date);
+  assert.equal(record.traceback.at(-1)?.fun_name, "failing");
+  assert.equal(record.traceback_text[0], "RangeError: too big");
+  assert.ok(
+    record.traceback_text.some((line) => line.includes(import.meta.url)),
+  );
+  assert.deepEqual(
+    [
+      stringRecord.error_name,
+      stringRecord.error_message,
+      stringRecord.traceback,
+    ],
+    ["Error", "plain string", []],
+  );
+  assert.equal(stringRecord.execution_count, null);
+  assert.equal(stringRecord.first_line, "");
+});
+
+Deno.test("outside a kernel, loadExtension() says once in one line that cell capture is unavailable", async () => {
+  const script = `
+import { ErrorStore } from ${JSON.stringify(ERROR_STORE_URL)};
+const store = new ErrorStore({ notebook: "script" });
+await store.loadExtension();
+await store.loadExtension();
+await store.report(new TypeError("by hand"), { firstLine: "x()", executionCount: 2 });
+console.log(JSON.stringify(store.errorDetails.map((r) => [r.error_name, r.error_message, r.first_line, r.execution_count])));
+await store.unloadExtension();
+`;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(output.stdout);
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.equal(output.code, 0, stderr);
+  assert.deepEqual(JSON.parse(stdout), [["TypeError", "by hand", "x()", 2]]);
+  const lines = stderr.split("\n").filter((line) =>
+    line.includes("notebook-error-reporter")
+  );
+  assert.equal(lines.length, 1, stderr);
+  assert.match(lines[0], /cell capture is unavailable/);
+});
+
+Deno.test("outside a kernel, an uncaught error is recorded by the global listener and the process still fails", async () => {
+  const script = `
+import { ErrorStore } from ${JSON.stringify(ERROR_STORE_URL)};
+const store = new ErrorStore({ notebook: "script" });
+await store.loadExtension();
+globalThis.addEventListener("error", () => {
+  console.log(JSON.stringify(store.errorDetails.map((r) => [r.error_name, r.error_message, r.first_line, r.execution_count])));
+});
+setTimeout(() => { throw new EvalError("escaped"); }, 10);
+`;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.notEqual(
+    output.code,
+    0,
+    "the process still ends with the uncaught error",
+  );
+  assert.ok(stderr.includes("EvalError: escaped"), stderr);
+});
+
+Deno.test("ErrorSlack.report() posts through the injected fetch; a failure becomes one warning line", async () => {
+  await using receiver = await startSlackReceiver();
+  const slack = new ErrorSlack(receiver.url, { notebook: "nb", quiet: true });
+  await slack.report(new Error("to slack"), {
+    firstLine: "go()",
+    executionCount: 3,
+  });
+  const [request] = await receiver.waitFor(1, 5000);
+  assert.ok(request.text.includes("to slack"));
+  assert.ok(request.text.includes("go()"));
+  receiver.setMode("fail500");
+  const warnings: string[] = [];
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => warnings.push(args.join(" "));
+  try {
+    await slack.report(new Error("fails"));
+  } finally {
+    console.warn = original;
+  }
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0],
+    /^notebook-error-reporter: could not send the error report to Slack \(127\.0\.0\.1:\d+\): .*500/,
+  );
+  assert.ok(!warnings[0].includes(receiver.secret));
+  let calls = 0;
+  const injected = new ErrorSlack(
+    "https://hooks.slack.com/services/T0/B0/secret",
+    {
+      quiet: true,
+      fetch: () => {
+        calls++;
+        return Promise.resolve(new Response("ok"));
+      },
+    },
+  );
+  await injected.report(new Error("injected"));
+  assert.equal(calls, 1);
+});
+
+Deno.test("connectionFileFromArgs() reads the path after --conn of a kernel command line only", async () => {
+  assert.equal(
+    connectionFileFromArgs([
+      "/usr/bin/deno",
+      "jupyter",
+      "--kernel",
+      "--conn",
+      "/tmp/k.json",
+    ]),
+    "/tmp/k.json",
+  );
+  assert.equal(
+    connectionFileFromArgs([
+      "deno",
+      "jupyter",
+      "--kernel",
+      "--conn=/tmp/a b.json",
+    ]),
+    "/tmp/a b.json",
+  );
+  assert.equal(
+    connectionFileFromArgs(["deno", "run", "--conn", "/tmp/k.json"]),
+    undefined,
+  );
+  assert.equal(
+    connectionFileFromArgs(["deno", "jupyter", "--kernel", "--conn"]),
+    undefined,
+  );
+  assert.equal(await findConnectionFile(), undefined);
+  assert.equal(
+    await findConnectionFile({ connectionFile: "/x.json" }),
+    "/x.json",
+  );
+});
+
+Deno.test("defaultNotebookName() is the basename of JPY_SESSION_NAME, else unknown", () => {
+  const previous = Deno.env.get("JPY_SESSION_NAME");
+  try {
+    Deno.env.set("JPY_SESSION_NAME", "/home/a/project/report.ipynb");
+    assert.equal(defaultNotebookName(), "report.ipynb");
+    Deno.env.set("JPY_SESSION_NAME", "  ");
+    assert.equal(defaultNotebookName(), "unknown");
+    Deno.env.delete("JPY_SESSION_NAME");
+    assert.equal(defaultNotebookName(), "unknown");
+    assert.equal(new ErrorStore().notebook, "unknown");
+  } finally {
+    if (previous === undefined) Deno.env.delete("JPY_SESSION_NAME");
+    else Deno.env.set("JPY_SESSION_NAME", previous);
+  }
+});
+
+Deno.test("firstLineOf() keeps the first line exactly, without its line break", () => {
+  assert.equal(
+    firstLineOf("  // indented comment  \nnext"),
+    "  // indented comment  ",
+  );
+  assert.equal(firstLineOf("a\r\nb"), "a");
+  assert.equal(firstLineOf(""), "");
+  assert.equal(firstLineOf("\nsecond"), "");
+});
