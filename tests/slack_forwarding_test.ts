@@ -1,5 +1,10 @@
-import { deepEqual as assertEquals, ok as assert } from "node:assert/strict";
+import {
+  deepEqual as assertEquals,
+  ok as assert,
+  throws as assertThrows,
+} from "node:assert/strict";
 import { type CollectorHandler, createCollector } from "../src/server/app.ts";
+import { parseServerArgs, type ServerConfig } from "../src/server/cli.ts";
 import {
   DEFAULT_NOTICE_POLICY,
   noticeMessage,
@@ -93,7 +98,9 @@ engineTest(
     const clock = () => now;
     const storage = await open({ notices: DEFAULT_NOTICE_POLICY });
     const { session, send } = collector(storage, clock);
-    const notifier = notifierFor(storage, receiver.url, clock);
+    const notifier = notifierFor(storage, receiver.url, clock, {
+      groupLink: (id) => `https://errors.example.com/dashboard/groups/${id}`,
+    });
     const a = await session();
     const b = await session();
     await send(
@@ -114,6 +121,7 @@ engineTest(
     assert(text.includes("&lt;!channel&gt;"), text);
     assert(!text.includes("<!channel>"), text);
     assert(text.includes("1 report from 1 session"), text);
+    assert(text.includes("https://errors.example.com/dashboard/groups/"), text);
     // Later reports of the same group queue nothing more.
     now += 10 * MINUTE;
     await send(
@@ -442,5 +450,54 @@ Deno.test("noticeMessage() builds a digest with slackMessage's escaping and limi
         emoji: false,
       },
     },
+  );
+});
+
+Deno.test("parseServerArgs() reads SLACK_WEBHOOK, DATABASE_URL, NBR_PUBLIC_URL and --slack-retry-ms", () => {
+  const config = parseServerArgs(["--slack-retry-ms", "250"], {
+    SLACK_WEBHOOK: "https://hooks.slack.com/services/T0/B0/s3cret",
+    DATABASE_URL: "postgres://nbr:pw@db.internal:5432/nbr?search_path=nbr",
+    NBR_PUBLIC_URL: "https://errors.example.com",
+  }) as ServerConfig;
+  assertEquals(
+    [
+      config.slackWebhook,
+      config.databaseUrl,
+      config.publicUrl,
+      config.slackRetryMs,
+    ],
+    [
+      "https://hooks.slack.com/services/T0/B0/s3cret",
+      "postgres://nbr:pw@db.internal:5432/nbr?search_path=nbr",
+      "https://errors.example.com/",
+      250,
+    ],
+  );
+  const plain = parseServerArgs([], {}) as ServerConfig;
+  assertEquals(
+    [
+      plain.slackWebhook,
+      plain.databaseUrl,
+      plain.publicUrl,
+      plain.slackRetryMs,
+    ],
+    [undefined, undefined, undefined, 5000],
+  );
+  assertThrows(
+    () => parseServerArgs([], { DATABASE_URL: "mysql://x@y/z" }),
+    /DATABASE_URL must start with postgres:\/\/ or postgresql:\/\//,
+  );
+  try {
+    parseServerArgs([], {
+      SLACK_WEBHOOK: "http://hooks.slack.com/services/T0/B0/s3cret",
+    });
+    assert(false, "a plain-http webhook off loopback must be refused");
+  } catch (error) {
+    assert(error instanceof RangeError);
+    assert(!error.message.includes("s3cret"), error.message);
+  }
+  assertThrows(
+    () => parseServerArgs([], { NBR_PUBLIC_URL: "javascript:alert(1)" }),
+    /NBR_PUBLIC_URL must be an http\(s\) URL/,
   );
 });

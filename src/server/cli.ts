@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { type CollectorHandler, createCollector } from "./app.ts";
 import { validateSlackWebhookUrl } from "../slack_webhook.ts";
 import { openPostgresStorage } from "./postgres_storage.ts";
+import { groupUrl } from "./dashboard/urls.ts";
 import { DEFAULT_NOTICE_POLICY, SlackNotifier } from "./slack_notifier.ts";
 import { openSqliteStorage } from "./sqlite_storage.ts";
 import type { Storage } from "./storage.ts";
@@ -35,6 +36,8 @@ export interface ServerConfig {
   databaseUrl?: string;
   /** The Slack incoming webhook (from `SLACK_WEBHOOK`): forward notices to Slack. */
   slackWebhook?: string;
+  /** The server's public base URL (from `NBR_PUBLIC_URL`): Slack messages link to the dashboard. */
+  publicUrl?: string;
   /** The first retry delay of a failed Slack post, doubling up to 15 minutes. @default {5000} */
   slackRetryMs?: number;
   /** The admin token (from `NBR_ADMIN_TOKEN`). */
@@ -97,6 +100,8 @@ Environment:
                         minutes, at most 20 messages per hour for the server,
                         the rest in one digest when the hour ends), retried
                         from a durable outbox; reports never wait on Slack
+  NBR_PUBLIC_URL        the server's public URL, such as https://errors.example.com:
+                        Slack messages then link to the group's dashboard page
   NBR_ADMIN_TOKEN       admin token: send it as "Authorization: Bearer <token>"
                         to read the lists; without it they are closed
 
@@ -143,6 +148,24 @@ function databaseUrlFrom(value: string | undefined): string | undefined {
     );
   }
   return value;
+}
+
+function publicUrlFrom(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new RangeError(
+      `NBR_PUBLIC_URL must be an http(s) URL, got ${JSON.stringify(value)}`,
+    );
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new RangeError(
+      `NBR_PUBLIC_URL must be an http(s) URL, got ${JSON.stringify(value)}`,
+    );
+  }
+  return url.href;
 }
 
 function slackWebhookFrom(value: string | undefined): string | undefined {
@@ -228,6 +251,7 @@ export function parseServerArgs(
     db: values.db ?? "./errors.db",
     databaseUrl: databaseUrlFrom(env.DATABASE_URL),
     slackWebhook: slackWebhookFrom(env.SLACK_WEBHOOK),
+    publicUrl: publicUrlFrom(env.NBR_PUBLIC_URL),
     slackRetryMs: integer(
       "slack-retry-ms",
       values["slack-retry-ms"] ?? "5000",
@@ -316,6 +340,9 @@ export async function startServer(
       storage,
       retryBaseMs: config.slackRetryMs,
       onError: options.onError,
+      groupLink: config.publicUrl
+        ? (id) => new URL(groupUrl(id), config.publicUrl).href
+        : undefined,
     })
     : undefined;
   notifier?.start();

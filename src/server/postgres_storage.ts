@@ -3,8 +3,15 @@
  * {@linkcode Storage} interface as the SQLite engine, for several collector
  * instances behind a load balancer sharing one database.
  *
+ * Reports are stored with group commit, as on SQLite: an instance queues
+ * them and sends up to 32 at a time in one call of the `nbr_add_reports`
+ * function (one transaction, one round trip), up to 4 batches at once.
+ *
  * Consistency across instances comes from the database, never from memory:
- * - a report is stored in one transaction that locks its session's row
+ * - a batch first takes one advisory lock per notebook in a fixed order
+ *   (reports of one notebook share hot rows: its counts, groups and
+ *   sessions), so concurrent batches queue instead of deadlocking;
+ * - each report locks its session's row
  *   (`FOR UPDATE`: the per-session cap and the duplicate check hold) and its
  *   group's row (`FOR UPDATE`; a new group is created with
  *   `INSERT … ON CONFLICT DO NOTHING` on the unique `(notebook, fingerprint)`,
@@ -360,6 +367,45 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
           v_report, g.id, v_created, v_reopened, v_kind;
       END
       $fn$;
+      -- Group commit: a batch of reports in one transaction. Reports of one
+      -- notebook share hot rows (its per-day and per-hour counts, its
+      -- groups, its sessions), so a batch first takes one advisory lock per
+      -- notebook, in a fixed order: concurrent batches of one notebook queue
+      -- instead of deadlocking, batches of other notebooks run in parallel.
+      CREATE FUNCTION nbr_add_reports(
+        p_batch JSONB, p_max_first_lines INTEGER, p_max_cells INTEGER,
+        p_notify BOOLEAN, p_min_interval BIGINT, p_spike_factor DOUBLE PRECISION,
+        p_spike_minimum BIGINT, p_lookback BIGINT, p_group BOOLEAN
+      ) RETURNS TABLE (
+        idx INTEGER, status TEXT, report_id BIGINT, group_id BIGINT,
+        created BOOLEAN, reopened BOOLEAN, notice TEXT
+      ) LANGUAGE plpgsql AS $fn$
+      #variable_conflict use_column
+      DECLARE
+        k INTEGER;
+        r RECORD;
+      BEGIN
+        FOR k IN SELECT DISTINCT hashtext(e->>'notebook')
+            FROM jsonb_array_elements(p_batch) e ORDER BY 1 LOOP
+          PERFORM pg_advisory_xact_lock(74211003, k);
+        END LOOP;
+        FOR r IN SELECT * FROM jsonb_to_recordset(p_batch) AS x(
+            i INTEGER, uuid TEXT, hash TEXT, dedupe_since BIGINT, now BIGINT,
+            max_reports DOUBLE PRECISION, error_name TEXT, error_message TEXT,
+            traceback TEXT, first_line TEXT, execution_count BIGINT,
+            fingerprint TEXT, latest TEXT, day TEXT, hour BIGINT)
+            ORDER BY x.i LOOP
+          RETURN QUERY SELECT r.i, a.status, a.report_id, a.group_id, a.created,
+            a.reopened, a.notice
+            FROM nbr_add_report(r.uuid, r.hash, r.dedupe_since, r.now,
+              coalesce(r.max_reports, 'Infinity'::DOUBLE PRECISION), r.error_name,
+              r.error_message, r.traceback, r.first_line, r.execution_count,
+              r.fingerprint, r.latest, r.day, r.hour, p_max_first_lines,
+              p_max_cells, p_notify, p_min_interval, p_spike_factor,
+              p_spike_minimum, p_lookback, p_group) a;
+        END LOOP;
+      END
+      $fn$;
     `,
   },
 ];
@@ -401,6 +447,17 @@ const MIGRATION_LOCK = 74_211_001;
 const OUTBOX_LOCK = 74_211_002;
 /** Session uuids whose notebook is remembered. */
 const NOTEBOOK_CACHE_SIZE = 10_000;
+/** Reports stored in one transaction at most (group commit). */
+const MAX_BATCH = 32;
+/** Batches sent at once (batches of one notebook queue in the database). */
+const MAX_BATCHES_IN_FLIGHT = 4;
+
+interface QueuedReport {
+  input: AddReportInput;
+  notebook: string;
+  resolve: (row: Row) => void;
+  reject: (error: unknown) => void;
+}
 
 type Sql = postgres.Sql<Record<string, never>>;
 // deno-lint-ignore no-explicit-any
@@ -499,6 +556,8 @@ export class PostgresStorage implements Storage {
   #grouping: boolean;
   #closed = false;
   #notebooks = new Map<string, string>();
+  #queue: QueuedReport[] = [];
+  #inFlight = 0;
 
   /**
    * Creates the connection pool (connections open lazily); call
@@ -541,8 +600,13 @@ export class PostgresStorage implements Storage {
     }) as unknown as Sql;
   }
 
-  #q(text: string, params: unknown[] = [], tx?: Tx): Promise<Row[]> {
-    if (this.#closed && !tx) {
+  #q(
+    text: string,
+    params: unknown[] = [],
+    tx?: Tx,
+    internal = false,
+  ): Promise<Row[]> {
+    if (this.#closed && !tx && !internal) {
       return Promise.reject(new Error("Cannot query: the storage is closed"));
     }
     // deno-lint-ignore no-explicit-any
@@ -670,35 +734,82 @@ export class PostgresStorage implements Storage {
 
   /**
    * Stores a report (or counts a duplicate), groups it and queues its notice
-   * in one transaction: one call of the `nbr_add_report` function, so the
-   * session's and the group's row locks are held for microseconds, not for
-   * round trips.
+   * in the same transaction (group commit: one `nbr_add_reports` call for
+   * the reports queued together, so row locks are held for microseconds, not
+   * for round trips). Resolves after the COMMIT.
    */
   async addReport(input: AddReportInput): Promise<AddReportResult> {
     const notebook = await this.#notebookOf(input.usageUuid);
     if (notebook === undefined) return { status: "unknown-session" };
-    const p = input.payload;
-    const now = input.now;
-    const payload = { ...p, notebook };
+    if (this.#closed) throw new Error("Cannot write: the storage is closed");
+    const row = await new Promise<Row>((resolve, reject) => {
+      this.#queue.push({ input, notebook, resolve, reject });
+      this.#drain();
+    });
+    return await this.#result(input, notebook, row);
+  }
+
+  /** Sends queued reports in batches, a few batches in flight at a time. */
+  #drain(): void {
+    while (this.#queue.length > 0 && this.#inFlight < MAX_BATCHES_IN_FLIGHT) {
+      const batch = this.#queue.splice(0, MAX_BATCH);
+      this.#inFlight++;
+      this.#sendBatch(batch).finally(() => {
+        this.#inFlight--;
+        this.#drain();
+      });
+    }
+  }
+
+  async #sendBatch(batch: QueuedReport[]): Promise<void> {
+    try {
+      const rows = await this.#callBatch(batch);
+      for (const [i, item] of batch.entries()) {
+        const row = rows.find((r) => Number(r.idx) === i);
+        if (row) item.resolve(row);
+        else item.reject(new Error(`No result for report ${i} of a batch`));
+      }
+    } catch (error) {
+      if (batch.length === 1) {
+        batch[0]!.reject(error);
+        return;
+      }
+      // One bad report (or a deadlock) must not fail the others: one by one.
+      await Promise.all(batch.map((item) => this.#sendBatch([item])));
+    }
+  }
+
+  #callBatch(batch: QueuedReport[]): Promise<Row[]> {
     const policy = this.#policy;
-    const [row] = await this.#q(
-      `SELECT * FROM nbr_add_report($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
-      [
-        input.usageUuid,
-        payloadHash(p),
-        now - input.dedupeWindowMs,
+    const elements = batch.map(({ input, notebook }, i) => {
+      const p = input.payload;
+      const payload = { ...p, notebook };
+      const now = input.now;
+      return {
+        i,
+        notebook,
+        uuid: input.usageUuid,
+        hash: payloadHash(p),
+        dedupe_since: now - input.dedupeWindowMs,
         now,
-        input.maxReportsPerSession,
-        p.error_name,
-        p.error_message,
-        JSON.stringify(p.traceback),
-        p.first_line,
-        p.execution_count,
-        this.#grouping ? errorFingerprint(payload) : "",
-        this.#grouping ? JSON.stringify(payload) : "",
-        utcDay(now),
-        utcHour(now),
+        max_reports: Number.isFinite(input.maxReportsPerSession)
+          ? input.maxReportsPerSession
+          : null,
+        error_name: p.error_name,
+        error_message: p.error_message,
+        traceback: JSON.stringify(p.traceback),
+        first_line: p.first_line,
+        execution_count: p.execution_count,
+        fingerprint: this.#grouping ? errorFingerprint(payload) : "",
+        latest: this.#grouping ? JSON.stringify(payload) : "",
+        day: utcDay(now),
+        hour: utcHour(now),
+      };
+    });
+    return this.#q(
+      `SELECT * FROM nbr_add_reports(($1::text)::jsonb, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [
+        JSON.stringify(elements),
         GROUP_LIMITS.firstLines,
         GROUP_LIMITS.cellNumbers,
         policy !== undefined,
@@ -708,28 +819,41 @@ export class PostgresStorage implements Storage {
         SPIKE_LOOKBACK_HOURS,
         this.#grouping,
       ],
+      undefined,
+      true,
     );
-    const status = String(row!.status);
+  }
+
+  async #result(
+    input: AddReportInput,
+    notebook: string,
+    row: Row,
+  ): Promise<AddReportResult> {
+    const p = input.payload;
+    const now = input.now;
+    const status = String(row.status);
     if (status === "unknown-session") return { status };
     if (status === "session-limit") {
       return { status, limit: input.maxReportsPerSession };
     }
-    const group: GroupOutcome | undefined = row!.group_id === null
+    const group: GroupOutcome | undefined = row.group_id === null
       ? undefined
       : {
-        id: Number(row!.group_id),
-        created: Boolean(row!.created),
-        reopened: Boolean(row!.reopened),
+        id: Number(row.group_id),
+        created: Boolean(row.created),
+        reopened: Boolean(row.reopened),
       };
-    if (group && row!.notice !== null) {
-      group.notice = String(row!.notice) as NoticeKind;
+    if (group && row.notice !== null) {
+      group.notice = String(row.notice) as NoticeKind;
     }
-    const reportId = Number(row!.report_id);
+    const reportId = Number(row.report_id);
     if (status === "duplicate") {
       const [stored] = await this.#q(
         `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id
          WHERE r.id = $1`,
         [reportId],
+        undefined,
+        true,
       );
       return { status: "duplicate", report: reportFromRow(stored!), group };
     }
@@ -1216,10 +1340,13 @@ export class PostgresStorage implements Storage {
     await this.#q("SELECT 1");
   }
 
-  /** Waits for the queries in flight and closes the pool. */
+  /** Stores the reports already queued, waits for the queries in flight and closes the pool. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    while (this.#queue.length > 0 || this.#inFlight > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     await this.#sql.end({ timeout: 5 });
   }
 }
