@@ -81,7 +81,7 @@ import {
  * ```ts
  * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
  *
- * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2]
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3]
  * ```
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -406,6 +406,23 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         END LOOP;
       END
       $fn$;
+    `,
+  },
+  {
+    version: 3,
+    name: "no per-report index updates on groups and sessions",
+    sql: `
+      DROP INDEX groups_notebook_last_seen;
+      DROP INDEX groups_notebook_count;
+      DROP INDEX groups_notebook_state_last_seen;
+      DROP INDEX usages_notebook_last_report;
+      CREATE INDEX usages_notebook ON usages (notebook);
+      -- Room on each page for the next versions of a row: updates stay HOT.
+      ALTER TABLE groups SET (fillfactor = 50);
+      ALTER TABLE usages SET (fillfactor = 70);
+      ALTER TABLE group_hours SET (fillfactor = 70);
+      ALTER TABLE daily_counts SET (fillfactor = 70);
+      ALTER TABLE notebook_hours SET (fillfactor = 70);
     `,
   },
 ];

@@ -123,6 +123,32 @@ export const SQLITE_GROUPING_MIGRATION: Migration = {
   `,
 };
 
+/**
+ * The SQLite migration that keeps every report's writes off secondary
+ * indexes: a group's count and last-seen time change with each report, so
+ * indexes sorted by them cost more per report than sorting one notebook's
+ * groups per page view (the `(notebook, fingerprint)` key still finds them);
+ * sessions are found by notebook, their latest report time read per row.
+ *
+ * @example Usage
+ * ```ts
+ * import { SQLITE_GROUPING_INDEX_MIGRATION } from "./sqlite_grouping.ts";
+ *
+ * console.log(SQLITE_GROUPING_INDEX_MIGRATION.version); // 3
+ * ```
+ */
+export const SQLITE_GROUPING_INDEX_MIGRATION: Migration = {
+  version: 3,
+  name: "no per-report index updates on groups and sessions",
+  sql: `
+    DROP INDEX groups_notebook_last_seen;
+    DROP INDEX groups_notebook_count;
+    DROP INDEX groups_notebook_state_last_seen;
+    DROP INDEX usages_notebook_last_report;
+    CREATE INDEX usages_notebook ON usages (notebook);
+  `,
+};
+
 /** Hours of per-group hourly counts kept (spike averages look back 7 days). */
 export const GROUP_HOURS_KEPT = 8 * 24;
 /** Hours of per-notebook hourly counts kept (the 30-day window). */

@@ -14,6 +14,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import type { TracebackFrame } from "../types.ts";
 import {
+  SQLITE_GROUPING_INDEX_MIGRATION,
   SQLITE_GROUPING_MIGRATION,
   SqliteGrouping,
 } from "./sqlite_grouping.ts";
@@ -117,6 +118,7 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     `,
   },
   SQLITE_GROUPING_MIGRATION,
+  SQLITE_GROUPING_INDEX_MIGRATION,
 ];
 
 /**
@@ -219,7 +221,7 @@ export function openSqliteStorage(
  * import { SqliteStorage } from "./sqlite_storage.ts";
  *
  * const storage = new SqliteStorage(":memory:");
- * console.log(storage.schemaVersion); // 1
+ * console.log(storage.schemaVersion); // 3
  * await storage.close();
  * ```
  */
