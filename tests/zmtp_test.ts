@@ -244,11 +244,17 @@ Deno.test("ZmtpSocket round trip with a real Deno kernel: SUB sees a large displ
       'await Deno.jupyter.display({ "text/plain": "x".repeat(5_000_000) }, { raw: true }); 1',
     );
     assert.equal(result.status, "ok");
-    const display = result.outputs.find((message) =>
-      message.header.msg_type === "display_data"
-    );
+    // The kernel may publish the display after the idle status: wait for it.
+    const deadline = Date.now() + 10_000;
+    const display = () =>
+      result.outputs.find((message) =>
+        message.header.msg_type === "display_data"
+      );
+    while (display() === undefined && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     assert.equal(
-      (display?.content.data as Record<string, string>)["text/plain"].length,
+      (display()?.content.data as Record<string, string>)["text/plain"].length,
       5_000_000,
     );
     const failing = await kernel.execute("throw new TypeError('round trip')");

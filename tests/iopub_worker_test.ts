@@ -1,0 +1,165 @@
+import assert from "node:assert/strict";
+import { IopubReader, type IopubWorkerEvent } from "../src/iopub_worker.ts";
+import {
+  makeHeader,
+  MessageSigner,
+  serializeMessage,
+} from "../src/jupyter_message.ts";
+import {
+  concatBytes,
+  encodeCommand,
+  encodeMessage,
+  encodeReadyData,
+  type ZmtpFrame,
+  zmtpGreeting,
+  ZmtpParser,
+} from "../src/zmtp.ts";
+
+const encoder = new TextEncoder();
+
+/** A minimal publisher peer: greets, waits for the subscription, then runs `serve`. */
+function startPublisher(
+  serve: (conn: Deno.Conn, index: number) => Promise<void>,
+): { port: number; close: () => void; done: Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    let index = 0;
+    for await (const conn of listener) {
+      const parser = new ZmtpParser();
+      const subscribed = Promise.withResolvers<void>();
+      parser.onFrame = (frame: ZmtpFrame) => {
+        if (!frame.command && frame.body[0] === 1) subscribed.resolve();
+      };
+      (async () => {
+        const buffer = new Uint8Array(4096);
+        while (true) {
+          const count = await conn.read(buffer).catch(() => null);
+          if (count === null) break;
+          parser.push(buffer.subarray(0, count));
+        }
+      })();
+      await conn.write(
+        concatBytes([
+          zmtpGreeting(),
+          encodeCommand("READY", encodeReadyData({ "Socket-Type": "PUB" })),
+        ]),
+      );
+      await subscribed.promise;
+      await serve(conn, index++);
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close: () => listener.close(),
+    done,
+  };
+}
+
+Deno.test("IopubReader drops unsigned messages and reconnects after a corrupted stream", async () => {
+  const key = "test-key";
+  const signer = await MessageSigner.create(key, "hmac-sha256");
+  const unsigned = await MessageSigner.create("", "hmac-sha256");
+  const request = makeHeader("execute_request", "client");
+  const message = (
+    type: string,
+    content: Record<string, unknown>,
+    by = signer,
+  ) =>
+    serializeMessage(
+      {
+        header: makeHeader(type, "kernel"),
+        parent_header: request,
+        metadata: {},
+        content,
+      },
+      by,
+    );
+  const connections: Deno.Conn[] = [];
+  const publisher = startPublisher(async (conn, index) => {
+    connections.push(conn);
+    if (index === 0) {
+      // A frame header announcing an absurd size: the stream is broken.
+      await conn.write(
+        new Uint8Array([0x02, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+      );
+      return;
+    }
+    const forged = await message("error", {
+      ename: "Forged",
+      evalue: "x",
+      traceback: [],
+    }, unsigned);
+    const input = await message("execute_input", {
+      code: "// first\nsecond",
+      execution_count: 9,
+    });
+    const error = await message("error", {
+      ename: "Error",
+      evalue: "boom",
+      traceback: ["Error: boom"],
+    });
+    await conn.write(
+      concatBytes([
+        encodeMessage(forged),
+        encodeMessage(input),
+        encodeMessage(error),
+      ]),
+    );
+  });
+  const events: IopubWorkerEvent[] = [];
+  const gotError = Promise.withResolvers<void>();
+  const reader = new IopubReader((event) => {
+    events.push(event);
+    if (event.type === "error") gotError.resolve();
+  });
+  await reader.handle({
+    type: "start",
+    connection: {
+      transport: "tcp",
+      ip: "127.0.0.1",
+      iopub_port: publisher.port,
+      shell_port: 0,
+      control_port: 0,
+      stdin_port: 0,
+      hb_port: 0,
+      key,
+      signature_scheme: "hmac-sha256",
+    },
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    gotError.promise,
+    new Promise((_, reject) =>
+      timer = setTimeout(() => reject(new Error("no error event")), 5000)
+    ),
+  ]);
+  clearTimeout(timer);
+  await reader.handle({ type: "stop" });
+  assert.deepEqual(events, [
+    { type: "connected" },
+    {
+      type: "input",
+      parentId: request.msg_id,
+      firstLine: "// first",
+      executionCount: 9,
+    },
+    {
+      type: "error",
+      parentId: request.msg_id,
+      ename: "Error",
+      evalue: "boom",
+      traceback: ["Error: boom"],
+    },
+    { type: "stopped" },
+  ]);
+  assert.equal(connections.length, 2, "reconnected once");
+  for (const conn of connections) {
+    try {
+      conn.close();
+    } catch {
+      // closed by the reader
+    }
+  }
+  publisher.close();
+  await publisher.done;
+});
