@@ -53,7 +53,7 @@ ${
   }
 local threads = {}
 local counter = 0
-local thread_id = 0
+-- thread_id is a global of each thread's Lua state, set by setup() (distinct bodies: no duplicates)
 function setup(thread)
   thread:set("thread_id", #threads + 1)
   table.insert(threads, thread)
