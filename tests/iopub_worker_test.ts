@@ -15,8 +15,6 @@ import {
   ZmtpParser,
 } from "../src/zmtp.ts";
 
-const encoder = new TextEncoder();
-
 /** A minimal publisher peer: greets, waits for the subscription, then runs `serve`. */
 function startPublisher(
   serve: (conn: Deno.Conn, index: number) => Promise<void>,
