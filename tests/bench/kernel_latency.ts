@@ -82,6 +82,10 @@ async function alternate(
       if (result.status !== "ok") {
         throw new Error(`bench cell failed: ${result.error?.evalue}`);
       }
+      if (result.iopubDisrupted) {
+        disrupted++;
+        continue; // its time includes waiting for a lost status: not a latency
+      }
       list.push(result.elapsedMs);
     }
   }
