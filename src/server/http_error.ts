@@ -118,10 +118,12 @@ export function jsonResponse(
   status = 200,
   headers: Record<string, string> = {},
 ): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { ...BASE_HEADERS, ...headers },
-  });
+  let all: Record<string, string> = BASE_HEADERS;
+  for (const _ in headers) {
+    all = { ...BASE_HEADERS, ...headers };
+    break;
+  }
+  return new Response(JSON.stringify(body), { status, headers: all });
 }
 
 /**

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { ErrorPayload } from "../types.ts";
 
 /**
@@ -802,14 +801,23 @@ export function utcHour(ms: number): number {
  * ```
  */
 export function utcDay(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  if (ms >= dayCache.start && ms < dayCache.start + 86_400_000) {
+    return dayCache.day;
+  }
+  const day = new Date(ms).toISOString().slice(0, 10);
+  dayCache.start = Math.floor(ms / 86_400_000) * 86_400_000;
+  dayCache.day = day;
+  return day;
 }
+
+/** The last day computed by {@linkcode utcDay} (every report asks for the same one). */
+const dayCache = { start: NaN, day: "" };
 
 /**
  * A stable hash of a payload's content, used to recognise identical reports.
  *
  * @param payload The payload.
- * @returns 64 hex digits.
+ * @returns 16 hex digits.
  *
  * @example Usage
  * ```ts
@@ -834,5 +842,19 @@ export function payloadHash(payload: ErrorPayload): string {
     payload.first_line,
     payload.execution_count,
   ]);
-  return createHash("sha256").update(canonical).digest("hex");
+  // Two independent 32-bit FNV-1a-style lanes (64 bits): enough to tell a
+  // session's reports of one minute apart, and much cheaper per report than
+  // a cryptographic hash (a collision could only merge one session's own reports).
+  let h1 = 0x811c9dc5 ^ canonical.length;
+  let h2 = 0x9747b28c;
+  for (let i = 0; i < canonical.length; i++) {
+    const c = canonical.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b) ^ h2;
+  h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35) ^ h1;
+  return (h1 >>> 0).toString(16).padStart(8, "0") +
+    (h2 >>> 0).toString(16).padStart(8, "0");
 }
