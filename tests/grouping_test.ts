@@ -815,3 +815,35 @@ engineTest(
     }
   },
 );
+
+engineTest(
+  "Storage queues exactly one spike notice when the spike arrives all at once",
+  async ({ open }) => {
+    const storage = await open({ notices: POLICY });
+    const usage = await storage.createUsage("demo", T0);
+    // One report an hour for ten hours: an average of 1.
+    for (let h = 10; h >= 1; h--) {
+      await add(
+        storage,
+        usage.uuid,
+        payload({ first_line: `h${h}` }),
+        T0 - h * HOUR,
+      );
+    }
+    const outcomes = await Promise.all(
+      Array.from(
+        { length: 30 },
+        (_, i) =>
+          add(storage, usage.uuid, payload({ first_line: `now ${i}` }), T0 + i),
+      ),
+    );
+    assertEquals(outcomes.filter((o) => o.notice === "spike").length, 1);
+    const notices = await storage.listNotices();
+    assertEquals(notices.map((n) => n.kind), ["new", "spike"]);
+    const spike = notices[1]!.data;
+    assert(spike.kind === "spike");
+    assertEquals(spike.hourCount, 20);
+    const group = await storage.getGroup(outcomes[0]!.id);
+    assertEquals(group!.count, 40);
+  },
+);

@@ -208,7 +208,8 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         p_fingerprint TEXT, p_latest TEXT, p_day TEXT, p_hour BIGINT,
         p_max_first_lines INTEGER, p_max_cells INTEGER, p_notify BOOLEAN,
         p_min_interval BIGINT, p_spike_factor DOUBLE PRECISION,
-        p_spike_minimum BIGINT, p_lookback BIGINT, p_group BOOLEAN
+        p_spike_minimum BIGINT, p_lookback BIGINT, p_group BOOLEAN,
+        p_pending BIGINT
       ) RETURNS TABLE (
         status TEXT, report_id BIGINT, group_id BIGINT, created BOOLEAN,
         reopened BOOLEAN, notice TEXT
@@ -286,8 +287,7 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
               p_error_message, p_traceback, p_first_line, p_execution_count, v_group)
             RETURNING id INTO v_report;
         END IF;
-        INSERT INTO daily_counts (notebook, day, reports) VALUES (u.notebook, p_day, 1)
-          ON CONFLICT (notebook, day) DO UPDATE SET reports = daily_counts.reports + 1;
+        -- Per-day and per-hour counts are added by nbr_add_reports per batch.
         IF NOT p_group THEN
           RETURN QUERY SELECT CASE WHEN v_dup IS NULL THEN 'stored' ELSE 'duplicate' END,
             v_report, NULL::BIGINT, false, false, NULL::TEXT;
@@ -313,16 +313,13 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
           state = v_state,
           state_changed_at = CASE WHEN v_reopened THEN p_now ELSE state_changed_at END
           WHERE id = g.id;
-        -- The shared counters last: their row locks are the hottest.
-        INSERT INTO group_days (group_id, day, count) VALUES (g.id, p_day, 1)
-          ON CONFLICT (group_id, day) DO UPDATE SET count = group_days.count + 1;
-        INSERT INTO group_hours (group_id, hour, count) VALUES (g.id, p_hour, 1)
-          ON CONFLICT (group_id, hour) DO UPDATE SET count = group_hours.count + 1
-          RETURNING count INTO v_hour_count;
-        INSERT INTO notebook_hours (notebook, hour, reports) VALUES (u.notebook, p_hour, 1)
-          ON CONFLICT (notebook, hour) DO UPDATE SET reports = notebook_hours.reports + 1;
         -- The notice, under the group's lock: at most one per interval.
         IF p_notify AND v_state <> 'ignored' THEN
+          IF NOT v_created AND NOT v_reopened THEN
+            -- This hour's reports: stored ones, earlier ones of this batch, this one.
+            SELECT coalesce(max(count), 0) + p_pending + 1 INTO v_hour_count
+              FROM group_hours WHERE group_id = g.id AND hour = p_hour;
+          END IF;
           IF v_created THEN
             v_kind := 'new';
           ELSIF v_reopened THEN
@@ -384,6 +381,9 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       DECLARE
         k INTEGER;
         r RECORD;
+        a RECORD;
+        v_i INTEGER[] := '{}';
+        v_g BIGINT[] := '{}';
       BEGIN
         FOR k IN SELECT DISTINCT hashtext(e->>'notebook')
             FROM jsonb_array_elements(p_batch) e ORDER BY 1 LOOP
@@ -393,17 +393,60 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
             i INTEGER, uuid TEXT, hash TEXT, dedupe_since BIGINT, now BIGINT,
             max_reports DOUBLE PRECISION, error_name TEXT, error_message TEXT,
             traceback TEXT, first_line TEXT, execution_count BIGINT,
-            fingerprint TEXT, latest TEXT, day TEXT, hour BIGINT)
+            fingerprint TEXT, latest TEXT, day TEXT, hour BIGINT, pending BIGINT)
             ORDER BY x.i LOOP
-          RETURN QUERY SELECT r.i, a.status, a.report_id, a.group_id, a.created,
-            a.reopened, a.notice
-            FROM nbr_add_report(r.uuid, r.hash, r.dedupe_since, r.now,
+          SELECT * INTO a FROM nbr_add_report(r.uuid, r.hash, r.dedupe_since, r.now,
               coalesce(r.max_reports, 'Infinity'::DOUBLE PRECISION), r.error_name,
               r.error_message, r.traceback, r.first_line, r.execution_count,
               r.fingerprint, r.latest, r.day, r.hour, p_max_first_lines,
               p_max_cells, p_notify, p_min_interval, p_spike_factor,
-              p_spike_minimum, p_lookback, p_group) a;
+              p_spike_minimum, p_lookback, p_group, r.pending);
+          idx := r.i;
+          status := a.status;
+          report_id := a.report_id;
+          group_id := a.group_id;
+          created := a.created;
+          reopened := a.reopened;
+          notice := a.notice;
+          RETURN NEXT;
+          IF a.status IN ('stored', 'duplicate') THEN
+            v_i := v_i || r.i;
+            v_g := v_g || a.group_id;
+          END IF;
         END LOOP;
+        -- The shared counters once per batch, in key order: they are the
+        -- hottest rows, and one update instead of one per report keeps
+        -- their version chains short.
+        INSERT INTO daily_counts (notebook, day, reports)
+          SELECT x.notebook, x.day, count(*)
+          FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, notebook TEXT, day TEXT)
+          JOIN unnest(v_i) AS d(i) ON d.i = x.i
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (notebook, day)
+          DO UPDATE SET reports = daily_counts.reports + excluded.reports;
+        IF p_group THEN
+          INSERT INTO group_days (group_id, day, count)
+            SELECT d.g, x.day, count(*)
+            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, day TEXT)
+            JOIN unnest(v_i, v_g) AS d(i, g) ON d.i = x.i
+            GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (group_id, day)
+            DO UPDATE SET count = group_days.count + excluded.count;
+          INSERT INTO group_hours (group_id, hour, count)
+            SELECT d.g, x.hour, count(*)
+            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, hour BIGINT)
+            JOIN unnest(v_i, v_g) AS d(i, g) ON d.i = x.i
+            GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (group_id, hour)
+            DO UPDATE SET count = group_hours.count + excluded.count;
+          INSERT INTO notebook_hours (notebook, hour, reports)
+            SELECT x.notebook, x.hour, count(*)
+            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, notebook TEXT, hour BIGINT)
+            JOIN unnest(v_i) AS d(i) ON d.i = x.i
+            GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (notebook, hour)
+            DO UPDATE SET reports = notebook_hours.reports + excluded.reports;
+        END IF;
       END
       $fn$;
     `,
@@ -798,11 +841,18 @@ export class PostgresStorage implements Storage {
 
   #callBatch(batch: QueuedReport[]): Promise<Row[]> {
     const policy = this.#policy;
+    const seen = new Map<string, number>();
     const elements = batch.map(({ input, notebook }, i) => {
       const p = input.payload;
       const payload = { ...p, notebook };
       const now = input.now;
+      const fingerprint = this.#grouping ? errorFingerprint(payload) : "";
+      // Earlier reports of this batch in the same group and hour, for spikes.
+      const key = `${notebook}\u0000${fingerprint}\u0000${utcHour(now)}`;
+      const pending = seen.get(key) ?? 0;
+      seen.set(key, pending + 1);
       return {
+        pending,
         i,
         notebook,
         uuid: input.usageUuid,
@@ -817,7 +867,7 @@ export class PostgresStorage implements Storage {
         traceback: JSON.stringify(p.traceback),
         first_line: p.first_line,
         execution_count: p.execution_count,
-        fingerprint: this.#grouping ? errorFingerprint(payload) : "",
+        fingerprint,
         latest: this.#grouping ? JSON.stringify(payload) : "",
         day: utcDay(now),
         hour: utcHour(now),
