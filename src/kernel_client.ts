@@ -523,6 +523,12 @@ export interface RunNotebookOptions extends StartKernelOptions {
   cellTimeoutMs?: number;
   /** Milliseconds to wait after the last cell for late output (timers). @default {0} */
   settleMs?: number;
+  /**
+   * Milliseconds to pause after each failing cell, as a person reading the
+   * error would: the reporter's display then lands under the failing cell
+   * rather than under the next one. @default {0}
+   */
+  pauseAfterErrorMs?: number;
   /** A kernel to use instead of starting one (it is not shut down). @default {undefined} */
   kernel?: KernelClient;
 }
@@ -578,6 +584,11 @@ export async function runNotebook(
         timeoutMs: options.cellTimeoutMs,
       });
       results.push({ index, source, result });
+      if (options.pauseAfterErrorMs && result.status === "error") {
+        await new Promise((resolve) =>
+          setTimeout(resolve, options.pauseAfterErrorMs)
+        );
+      }
     }
     if (options.settleMs) {
       await new Promise((resolve) => setTimeout(resolve, options.settleMs));

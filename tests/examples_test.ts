@@ -56,6 +56,7 @@ Deno.test("examples/error_store.ipynb captures its two failing cells", async () 
       kernel,
       writeOutputs: WRITE,
       settleMs: 500,
+      pauseAfterErrorMs: WRITE ? 500 : 0,
     });
     assert.deepEqual(cells.map((cell) => cell.result.status), [
       "ok",
@@ -105,6 +106,7 @@ Deno.test("examples/error_slack.ipynb posts its failing cell to the webhook in S
       kernel,
       writeOutputs: WRITE,
       settleMs: 500,
+      pauseAfterErrorMs: WRITE ? 500 : 0,
     });
     assert.deepEqual(cells.map((cell) => cell.result.status), [
       "ok",
