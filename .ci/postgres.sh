@@ -8,6 +8,8 @@ PG_DIR="${PG_DIR:-$(mktemp -d /tmp/nbr-pg.XXXXXX)}"
 start_test_postgres() {
   local bin
   bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+  # Another server (a developer's own) may hold the port: take the next free one.
+  while (echo >"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; do PG_PORT=$((PG_PORT + 1)); done
   chown postgres "$PG_DIR"
   su postgres -c "$bin/initdb -D '$PG_DIR/data' -A trust -U postgres" >/dev/null
   su postgres -c "$bin/pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/log' -w \
