@@ -201,18 +201,43 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         paused_until BIGINT NOT NULL DEFAULT 0
       );
       INSERT INTO slack_state (id, paused_until) VALUES (1, 0);
+      -- Adds the values of p_add (a JSON array) that p_list (a JSON array
+      -- as text) lacks, in order, while it holds fewer than p_max.
+      CREATE FUNCTION nbr_merge_distinct(p_list TEXT, p_add JSONB, p_max INTEGER)
+      RETURNS TEXT LANGUAGE plpgsql IMMUTABLE AS $fn$
+      DECLARE
+        v JSONB := p_list::jsonb;
+        e JSONB;
+      BEGIN
+        IF p_add IS NULL THEN
+          RETURN p_list;
+        END IF;
+        FOR e IN SELECT value FROM jsonb_array_elements(p_add) LOOP
+          EXIT WHEN jsonb_array_length(v) >= p_max;
+          IF NOT v @> jsonb_build_array(e) THEN
+            v := v || jsonb_build_array(e);
+          END IF;
+        END LOOP;
+        RETURN v::text;
+      END
+      $fn$;
+      -- One report of a batch: the session (cap, count), the report row
+      -- (or the duplicate counted), its group found or created and locked,
+      -- a reopened group's state, the group's sessions, and the decision to
+      -- notify. The group's counts and the per-day and per-hour counts are
+      -- added by nbr_add_reports once per batch.
       CREATE FUNCTION nbr_add_report(
         p_uuid TEXT, p_hash TEXT, p_dedupe_since BIGINT, p_now BIGINT,
         p_max_reports DOUBLE PRECISION, p_error_name TEXT, p_error_message TEXT,
         p_traceback TEXT, p_first_line TEXT, p_execution_count BIGINT,
-        p_fingerprint TEXT, p_latest TEXT, p_day TEXT, p_hour BIGINT,
-        p_max_first_lines INTEGER, p_max_cells INTEGER, p_notify BOOLEAN,
+        p_fingerprint TEXT, p_latest TEXT, p_hour BIGINT, p_notify BOOLEAN,
         p_min_interval BIGINT, p_spike_factor DOUBLE PRECISION,
         p_spike_minimum BIGINT, p_lookback BIGINT, p_group BOOLEAN,
         p_pending BIGINT
       ) RETURNS TABLE (
         status TEXT, report_id BIGINT, group_id BIGINT, created BOOLEAN,
-        reopened BOOLEAN, notice TEXT
+        reopened BOOLEAN, notice TEXT, new_session INTEGER, hour_count BIGINT,
+        hourly_average DOUBLE PRECISION
       ) LANGUAGE plpgsql AS $fn$
       #variable_conflict use_column
       DECLARE
@@ -224,25 +249,24 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         v_reopened BOOLEAN := false;
         v_group BIGINT;
         v_state TEXT;
-        v_new_session INTEGER;
+        v_new_session INTEGER := 0;
         v_hour_count BIGINT;
         v_kind TEXT;
         v_from BIGINT;
         v_past BIGINT;
         v_avg DOUBLE PRECISION;
-        v_summary JSONB;
       BEGIN
         -- The session: its row lock makes the cap and the duplicate check exact.
         SELECT id, notebook, report_count INTO u FROM usages
           WHERE uuid = p_uuid FOR UPDATE;
         IF NOT FOUND THEN
           RETURN QUERY SELECT 'unknown-session'::TEXT, NULL::BIGINT, NULL::BIGINT,
-            false, false, NULL::TEXT;
+            false, false, NULL::TEXT, 0, NULL::BIGINT, NULL::DOUBLE PRECISION;
           RETURN;
         END IF;
         IF u.report_count >= p_max_reports THEN
           RETURN QUERY SELECT 'session-limit'::TEXT, NULL::BIGINT, NULL::BIGINT,
-            false, false, NULL::TEXT;
+            false, false, NULL::TEXT, 0, NULL::BIGINT, NULL::DOUBLE PRECISION;
           RETURN;
         END IF;
         UPDATE usages SET report_count = report_count + 1, last_report_at = p_now
@@ -270,6 +294,10 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
           v_group := g.id;
           v_reopened := g.state = 'resolved';
           v_state := CASE WHEN v_reopened THEN 'open' ELSE g.state END;
+          IF v_reopened THEN
+            UPDATE groups SET state = 'open', state_changed_at = p_now
+              WHERE id = g.id;
+          END IF;
         END IF;
         -- The report: a duplicate of the session within the window is counted.
         SELECT id INTO v_dup FROM reports
@@ -287,32 +315,15 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
               p_error_message, p_traceback, p_first_line, p_execution_count, v_group)
             RETURNING id INTO v_report;
         END IF;
-        -- Per-day and per-hour counts are added by nbr_add_reports per batch.
         IF NOT p_group THEN
           RETURN QUERY SELECT CASE WHEN v_dup IS NULL THEN 'stored' ELSE 'duplicate' END,
-            v_report, NULL::BIGINT, false, false, NULL::TEXT;
+            v_report, NULL::BIGINT, false, false, NULL::TEXT, 0, NULL::BIGINT,
+            NULL::DOUBLE PRECISION;
           RETURN;
         END IF;
         INSERT INTO group_sessions (group_id, usage_id) VALUES (g.id, u.id)
           ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS v_new_session = ROW_COUNT;
-        UPDATE groups SET count = count + 1, sessions = sessions + v_new_session,
-          last_seen = greatest(last_seen, p_now), error_name = p_error_name,
-          error_message = p_error_message, latest = p_latest,
-          first_lines = CASE
-            WHEN jsonb_array_length(first_lines::jsonb) >= p_max_first_lines
-              OR first_lines::jsonb @> jsonb_build_array(p_first_line)
-            THEN first_lines
-            ELSE (first_lines::jsonb || jsonb_build_array(p_first_line))::text END,
-          cell_numbers = CASE
-            WHEN p_execution_count IS NULL
-              OR jsonb_array_length(cell_numbers::jsonb) >= p_max_cells
-              OR cell_numbers::jsonb @> jsonb_build_array(p_execution_count)
-            THEN cell_numbers
-            ELSE (cell_numbers::jsonb || jsonb_build_array(p_execution_count))::text END,
-          state = v_state,
-          state_changed_at = CASE WHEN v_reopened THEN p_now ELSE state_changed_at END
-          WHERE id = g.id;
         -- The notice, under the group's lock: at most one per interval.
         IF p_notify AND v_state <> 'ignored' THEN
           IF NOT v_created AND NOT v_reopened THEN
@@ -341,19 +352,7 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
             v_kind := NULL;
           END IF;
           IF v_kind IS NOT NULL THEN
-            SELECT jsonb_build_object('id', id, 'notebook', notebook,
-                'fingerprint', fingerprint, 'errorName', error_name,
-                'errorMessage', error_message, 'count', count, 'sessions', sessions,
-                'firstSeen', first_seen, 'lastSeen', last_seen, 'state', state)
-              INTO v_summary FROM groups WHERE id = g.id;
-            INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
-              VALUES (v_kind, g.id, p_now, p_now, (
-                jsonb_build_object('kind', v_kind, 'group', v_summary,
-                  'latest', p_latest::jsonb)
-                || CASE WHEN v_kind = 'spike'
-                  THEN jsonb_build_object('hourCount', v_hour_count,
-                    'hourlyAverage', v_avg)
-                  ELSE '{}'::jsonb END)::text);
+            -- Queued by nbr_add_reports once the batch's counts are in.
             UPDATE groups SET last_notice_at = p_now,
               last_spike_hour = CASE WHEN v_kind = 'spike' THEN p_hour
                 ELSE last_spike_hour END
@@ -361,7 +360,8 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
           END IF;
         END IF;
         RETURN QUERY SELECT CASE WHEN v_dup IS NULL THEN 'stored' ELSE 'duplicate' END,
-          v_report, g.id, v_created, v_reopened, v_kind;
+          v_report, g.id, v_created, v_reopened, v_kind, v_new_session,
+          v_hour_count, v_avg;
       END
       $fn$;
       -- Group commit: a batch of reports in one transaction. Reports of one
@@ -369,6 +369,7 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       -- groups, its sessions), so a batch first takes one advisory lock per
       -- notebook, in a fixed order: concurrent batches of one notebook queue
       -- instead of deadlocking, batches of other notebooks run in parallel.
+      -- The hot rows are then written once per batch, in key order.
       CREATE FUNCTION nbr_add_reports(
         p_batch JSONB, p_max_first_lines INTEGER, p_max_cells INTEGER,
         p_notify BOOLEAN, p_min_interval BIGINT, p_spike_factor DOUBLE PRECISION,
@@ -384,6 +385,12 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         a RECORD;
         v_i INTEGER[] := '{}';
         v_g BIGINT[] := '{}';
+        v_s INTEGER[] := '{}';
+        n_i INTEGER[] := '{}';
+        n_kind TEXT[] := '{}';
+        n_g BIGINT[] := '{}';
+        n_count BIGINT[] := '{}';
+        n_avg DOUBLE PRECISION[] := '{}';
       BEGIN
         FOR k IN SELECT DISTINCT hashtext(e->>'notebook')
             FROM jsonb_array_elements(p_batch) e ORDER BY 1 LOOP
@@ -393,14 +400,13 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
             i INTEGER, uuid TEXT, hash TEXT, dedupe_since BIGINT, now BIGINT,
             max_reports DOUBLE PRECISION, error_name TEXT, error_message TEXT,
             traceback TEXT, first_line TEXT, execution_count BIGINT,
-            fingerprint TEXT, latest TEXT, day TEXT, hour BIGINT, pending BIGINT)
+            fingerprint TEXT, latest TEXT, hour BIGINT, pending BIGINT)
             ORDER BY x.i LOOP
           SELECT * INTO a FROM nbr_add_report(r.uuid, r.hash, r.dedupe_since, r.now,
               coalesce(r.max_reports, 'Infinity'::DOUBLE PRECISION), r.error_name,
               r.error_message, r.traceback, r.first_line, r.execution_count,
-              r.fingerprint, r.latest, r.day, r.hour, p_max_first_lines,
-              p_max_cells, p_notify, p_min_interval, p_spike_factor,
-              p_spike_minimum, p_lookback, p_group, r.pending);
+              r.fingerprint, r.latest, r.hour, p_notify, p_min_interval,
+              p_spike_factor, p_spike_minimum, p_lookback, p_group, r.pending);
           idx := r.i;
           status := a.status;
           report_id := a.report_id;
@@ -412,11 +418,16 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
           IF a.status IN ('stored', 'duplicate') THEN
             v_i := v_i || r.i;
             v_g := v_g || a.group_id;
+            v_s := v_s || a.new_session;
+          END IF;
+          IF a.notice IS NOT NULL THEN
+            n_i := n_i || r.i;
+            n_kind := n_kind || a.notice;
+            n_g := n_g || a.group_id;
+            n_count := n_count || a.hour_count;
+            n_avg := n_avg || a.hourly_average;
           END IF;
         END LOOP;
-        -- The shared counters once per batch, in key order: they are the
-        -- hottest rows, and one update instead of one per report keeps
-        -- their version chains short.
         INSERT INTO daily_counts (notebook, day, reports)
           SELECT x.notebook, x.day, count(*)
           FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, notebook TEXT, day TEXT)
@@ -424,29 +435,70 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
           GROUP BY 1, 2 ORDER BY 1, 2
           ON CONFLICT (notebook, day)
           DO UPDATE SET reports = daily_counts.reports + excluded.reports;
-        IF p_group THEN
-          INSERT INTO group_days (group_id, day, count)
-            SELECT d.g, x.day, count(*)
-            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, day TEXT)
-            JOIN unnest(v_i, v_g) AS d(i, g) ON d.i = x.i
-            GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (group_id, day)
-            DO UPDATE SET count = group_days.count + excluded.count;
-          INSERT INTO group_hours (group_id, hour, count)
-            SELECT d.g, x.hour, count(*)
-            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, hour BIGINT)
-            JOIN unnest(v_i, v_g) AS d(i, g) ON d.i = x.i
-            GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (group_id, hour)
-            DO UPDATE SET count = group_hours.count + excluded.count;
-          INSERT INTO notebook_hours (notebook, hour, reports)
-            SELECT x.notebook, x.hour, count(*)
-            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, notebook TEXT, hour BIGINT)
-            JOIN unnest(v_i) AS d(i) ON d.i = x.i
-            GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (notebook, hour)
-            DO UPDATE SET reports = notebook_hours.reports + excluded.reports;
+        IF NOT p_group THEN
+          RETURN;
         END IF;
+        -- Each group once: counts, latest report, first lines, cell numbers.
+        UPDATE groups g SET count = g.count + b.n, sessions = g.sessions + b.s,
+            last_seen = greatest(g.last_seen, b.last_seen),
+            error_name = b.error_name, error_message = b.error_message,
+            latest = b.latest,
+            first_lines = nbr_merge_distinct(g.first_lines, b.lines, p_max_first_lines),
+            cell_numbers = nbr_merge_distinct(g.cell_numbers, b.cells, p_max_cells)
+          FROM (
+            SELECT d.g, count(*) AS n, sum(d.s) AS s, max(x.now) AS last_seen,
+              (array_agg(x.error_name ORDER BY x.i DESC))[1] AS error_name,
+              (array_agg(x.error_message ORDER BY x.i DESC))[1] AS error_message,
+              (array_agg(x.latest ORDER BY x.i DESC))[1] AS latest,
+              jsonb_agg(to_jsonb(x.first_line) ORDER BY x.i) AS lines,
+              jsonb_agg(to_jsonb(x.execution_count) ORDER BY x.i)
+                FILTER (WHERE x.execution_count IS NOT NULL) AS cells
+            FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, now BIGINT,
+              error_name TEXT, error_message TEXT, latest TEXT, first_line TEXT,
+              execution_count BIGINT)
+            JOIN unnest(v_i, v_g, v_s) AS d(i, g, s) ON d.i = x.i
+            GROUP BY d.g
+          ) b
+          WHERE g.id = b.g;
+        INSERT INTO group_days (group_id, day, count)
+          SELECT d.g, x.day, count(*)
+          FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, day TEXT)
+          JOIN unnest(v_i, v_g) AS d(i, g) ON d.i = x.i
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (group_id, day)
+          DO UPDATE SET count = group_days.count + excluded.count;
+        INSERT INTO group_hours (group_id, hour, count)
+          SELECT d.g, x.hour, count(*)
+          FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, hour BIGINT)
+          JOIN unnest(v_i, v_g) AS d(i, g) ON d.i = x.i
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (group_id, hour)
+          DO UPDATE SET count = group_hours.count + excluded.count;
+        INSERT INTO notebook_hours (notebook, hour, reports)
+          SELECT x.notebook, x.hour, count(*)
+          FROM jsonb_to_recordset(p_batch) AS x(i INTEGER, notebook TEXT, hour BIGINT)
+          JOIN unnest(v_i) AS d(i) ON d.i = x.i
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (notebook, hour)
+          DO UPDATE SET reports = notebook_hours.reports + excluded.reports;
+        -- The notices, with the group as it stands after this batch.
+        INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
+          SELECT n.kind, n.g, x.now, x.now, (
+              jsonb_build_object('kind', n.kind,
+                'group', jsonb_build_object('id', gr.id, 'notebook', gr.notebook,
+                  'fingerprint', gr.fingerprint, 'errorName', gr.error_name,
+                  'errorMessage', gr.error_message, 'count', gr.count,
+                  'sessions', gr.sessions, 'firstSeen', gr.first_seen,
+                  'lastSeen', gr.last_seen, 'state', gr.state),
+                'latest', x.latest::jsonb)
+              || CASE WHEN n.kind = 'spike'
+                THEN jsonb_build_object('hourCount', n.hc, 'hourlyAverage', n.avg)
+                ELSE '{}'::jsonb END)::text
+          FROM unnest(n_i, n_kind, n_g, n_count, n_avg) AS n(i, kind, g, hc, avg)
+          JOIN jsonb_to_recordset(p_batch) AS x(i INTEGER, now BIGINT, latest TEXT)
+            ON x.i = n.i
+          JOIN groups gr ON gr.id = n.g
+          ORDER BY n.i;
       END
       $fn$;
     `,
