@@ -316,17 +316,37 @@ export abstract class ErrorReporter {
     // cells (timers, pending reports) until the next cell runs, which then
     // can stall. preventDefault() keeps the loop running, so the report is
     // delivered at once; the error stays as invisible as before (bar the
-    // report display). Outside a kernel the default is kept: `deno run`
-    // still ends the process as it would without the reporter.
+    // report display). Outside a kernel the default action ends the process
+    // before an asynchronous delivery (a post to Slack) could finish: it is
+    // held until the report is delivered, then the error is thrown again,
+    // so `deno run` still ends as it would without the reporter.
     const inKernel = jupyterApi() !== undefined;
     this.#listeners = {
       error: (event) => {
-        if (inKernel) event.preventDefault();
-        void onEscaped(event.error ?? event.message);
+        const error = event.error ?? event.message;
+        if (inKernel) {
+          event.preventDefault();
+          void onEscaped(error);
+        } else if (!RELEASED_ERRORS.has(error)) {
+          event.preventDefault();
+          holdUntilReported(error, onEscaped(error), (value) => {
+            setTimeout(() => {
+              throw value;
+            });
+          });
+        }
       },
       rejection: (event) => {
-        if (inKernel) event.preventDefault();
-        void onEscaped(event.reason);
+        const reason = event.reason;
+        if (inKernel) {
+          event.preventDefault();
+          void onEscaped(reason);
+        } else if (!RELEASED_ERRORS.has(reason)) {
+          event.preventDefault();
+          holdUntilReported(reason, onEscaped(reason), (value) => {
+            Promise.reject(value);
+          });
+        }
       },
     };
     globalThis.addEventListener("error", this.#listeners.error);
@@ -508,6 +528,41 @@ function describe(error: unknown): string {
 function oneLine(text: string): string {
   const line = text.replace(LINE_BREAK_REGEXP, " ");
   return line.length > 300 ? `${line.slice(0, 299)}…` : line;
+}
+
+/** The longest an escaped error's default action is held for its reports, outside a kernel. */
+const HOLD_LIMIT_MS = 15_000;
+/** Escaped errors (outside a kernel) → how many reporters are still delivering them. */
+const HELD_ERRORS = new Map<unknown, number>();
+/** Escaped errors thrown again after delivery: their default action (ending the process) proceeds. */
+const RELEASED_ERRORS = new Set<unknown>();
+
+/**
+ * Holds an escaped error until every reporter that caught it has delivered
+ * its report (at most {@linkcode HOLD_LIMIT_MS}), then calls `release` once
+ * to raise it again.
+ */
+function holdUntilReported(
+  error: unknown,
+  reported: Promise<void>,
+  release: (error: unknown) => void,
+): void {
+  HELD_ERRORS.set(error, (HELD_ERRORS.get(error) ?? 0) + 1);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, HOLD_LIMIT_MS);
+  });
+  Promise.race([reported, limit]).catch(() => {}).finally(() => {
+    clearTimeout(timer);
+    const left = (HELD_ERRORS.get(error) ?? 1) - 1;
+    if (left > 0) {
+      HELD_ERRORS.set(error, left);
+      return;
+    }
+    HELD_ERRORS.delete(error);
+    RELEASED_ERRORS.add(error);
+    release(error);
+  });
 }
 
 /** A `/` or `\\` between path segments. */

@@ -10,6 +10,7 @@ import { firstLineOf } from "../src/cell_capture.ts";
 import { startSlackReceiver } from "./support/slack_receiver.ts";
 
 const ERROR_STORE_URL = import.meta.resolve("../src/error_store.ts");
+const ERROR_SLACK_URL = import.meta.resolve("../src/error_slack.ts");
 
 Deno.test("ErrorStore.report() keeps the payload, a Date timestamp and the unscrubbed traceback", async () => {
   const store = new ErrorStore({ notebook: "manual", quiet: true });
@@ -88,13 +89,57 @@ setTimeout(() => { throw new EvalError("escaped"); }, 10);
     stdout: "piped",
     stderr: "piped",
   }).output();
+  const stdout = new TextDecoder().decode(output.stdout);
   const stderr = new TextDecoder().decode(output.stderr);
   assert.notEqual(
     output.code,
     0,
     "the process still ends with the uncaught error",
   );
-  assert.ok(stderr.includes("EvalError: escaped"), stderr);
+  assert.deepEqual(JSON.parse(stdout.split("\n")[0]), [[
+    "EvalError",
+    "escaped",
+    "",
+    null,
+  ]]);
+  assert.equal(stderr.split("Uncaught EvalError: escaped").length, 2, stderr);
+});
+
+Deno.test("outside a kernel, ErrorSlack delivers an escaped error before the process ends with it", async () => {
+  await using receiver = await startSlackReceiver();
+  const cases = [
+    [
+      "setTimeout(() => { throw new EvalError('from a timer'); }, 10);",
+      "Uncaught EvalError: from a timer",
+    ],
+    [
+      "Promise.reject(new RangeError('never awaited'));",
+      "Uncaught (in promise) RangeError: never awaited",
+    ],
+  ];
+  for (const [throwing, uncaught] of cases) {
+    const script = `
+import { ErrorSlack } from ${JSON.stringify(ERROR_SLACK_URL)};
+const slack = new ErrorSlack(${
+      JSON.stringify(receiver.url)
+    }, { notebook: "script" });
+await slack.loadExtension();
+${throwing}
+`;
+    const before = receiver.requests.length;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 1, stderr);
+    assert.equal(stderr.split(uncaught).length, 2, stderr);
+    assert.equal(receiver.requests.length, before + 1, stderr);
+    const sent = receiver.requests[before].text;
+    assert.ok(sent.includes(uncaught.split(" ").at(-1)!), sent);
+    assert.ok(sent.includes("script"), sent);
+  }
 });
 
 Deno.test("ErrorSlack.report() posts through the injected fetch; a failure becomes one warning line", async () => {
