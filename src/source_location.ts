@@ -16,6 +16,9 @@ const DRIVE_PATH_REGEXP = /^[A-Za-z]:[\\/]/;
 /** `/C:/…` as left by a `file:///C:/…` URL. */
 const SLASH_DRIVE_REGEXP = /^\/[A-Za-z]:\//;
 
+/** A root directory, once normalised: ``, `/`, `C:`, `C:/`, `//host`, `//host/share`. */
+const ROOT_DIR_REGEXP = /^(?:\/?|[A-Za-z]:\/?|\/\/[^/]*(?:\/[^/]*)?)$/;
+
 /** Deno's npm cache below DENO_DIR: `npm/<registry host>/<name or @scope/name>/<version>/<path>`. */
 const DENO_NPM_CACHE_SEGMENT = "/npm/";
 
@@ -138,8 +141,10 @@ function localFilename(rawPath: string, context: PayloadContext): string {
   const cwd = typeof context.cwd === "string"
     ? normalizeDir(context.cwd)
     : undefined;
-  if (cwd !== undefined && cwd.length > 0) {
-    const prefix = cwd === "/" ? "/" : `${cwd}/`;
+  // A root working directory (`/`, `C:/`, a UNC share) is no notebook
+  // folder: a path "relative" to it is the whole absolute path.
+  if (cwd !== undefined && !ROOT_DIR_REGEXP.test(cwd)) {
+    const prefix = `${cwd}/`;
     const windowsCwd = isWindowsPath(cwd);
     const under = windows || windowsCwd
       ? path.toLowerCase().startsWith(prefix.toLowerCase())

@@ -1,5 +1,6 @@
 import { equal } from "node:assert/strict";
 import { frameFilename, sourceFilename } from "../src/source_location.ts";
+import type { PayloadContext } from "../src/types.ts";
 
 const POSIX = { cwd: "/home/alice/nb", denoDir: "/home/alice/.cache/deno" };
 const WINDOWS = {
@@ -7,11 +8,7 @@ const WINDOWS = {
   denoDir: "C:\\Users\\Alice\\AppData\\Local\\deno",
 };
 
-const CASES: [
-  string,
-  string,
-  typeof POSIX | typeof WINDOWS | Record<string, never>,
-][] = [
+const CASES: [string, string, PayloadContext][] = [
   ["<anonymous>", "<cell>", POSIX],
   ["eval at f (file:///home/alice/nb/a.ts:1:1), <anonymous>", "<eval>", POSIX],
   ["node:fs", "node:fs", POSIX],
@@ -36,6 +33,9 @@ const CASES: [
   ["file:///home/alice/nb/bad%E0%A4%A.ts", "bad%E0%A4%A.ts", POSIX],
   ["file:///etc/x.ts", "…/x.ts", POSIX],
   ["file:///etc/x.ts", "…/x.ts", {}],
+  ["file:///home/alice/secret-plan/x.ts", "…/x.ts", { cwd: "/" }],
+  ["file:///C:/Users/Alice/secret-plan/x.ts", "…/x.ts", { cwd: "C:\\" }],
+  ["//server/share/plan/x.ts", "…/x.ts", { cwd: "\\\\server\\share" }],
   ["file://server/share/x.ts", "…/x.ts", POSIX],
   [
     "file:///home/alice/.cache/deno/npm/registry.npmjs.org/zod/3.23.8/lib/index.js",
