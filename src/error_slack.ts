@@ -11,7 +11,11 @@ import {
   type ReporterOptions,
 } from "./error_reporter.ts";
 import { slackMessage } from "./slack_message.ts";
-import { describeWebhookHost, postSlackMessage } from "./slack_webhook.ts";
+import {
+  describeWebhookHost,
+  postSlackMessage,
+  validateSlackWebhookUrl,
+} from "./slack_webhook.ts";
 
 /** Options for {@linkcode ErrorSlack}. */
 export interface ErrorSlackOptions extends ReporterOptions {
@@ -74,6 +78,24 @@ export class ErrorSlack extends ErrorReporter {
       }
     } finally {
       this.#pending.delete(post);
+    }
+  }
+
+  /**
+   * Checks the webhook URL when the extension loads, so that a missing or
+   * wrong one (such as an unset `SLACK_WEBHOOK`) is one warning line then,
+   * not only a failed post per failing cell.
+   *
+   * @returns Once checked.
+   * @throws {TypeError} When the URL is not an `https:` URL (or `http:` on a
+   * loopback host); the message never holds the secret path.
+   */
+  protected override prepare(): Promise<void> {
+    try {
+      validateSlackWebhookUrl(this.#webhookUrl);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
     }
   }
 

@@ -111,9 +111,11 @@ export function validateSlackWebhookUrl(url: string): URL {
     parsed = new URL(url);
   } catch {
     throw new TypeError(
-      `Slack webhook URL must be an absolute https: URL, got a string of ${
-        typeof url === "string" ? url.length : 0
-      } characters that is not a URL (not shown: it may hold the secret)`,
+      typeof url === "string"
+        ? `Slack webhook URL must be an absolute https: URL, got a string of ${url.length} characters that is not a URL (not shown: it may hold the secret)`
+        : `Slack webhook URL must be an absolute https: URL, got ${
+          url === null ? "null" : typeof url
+        }`,
     );
   }
   if (parsed.protocol === "https:" && parsed.hostname !== "") return parsed;

@@ -142,6 +142,43 @@ ${throwing}
   }
 });
 
+Deno.test("ErrorSlack with a missing or wrong webhook URL warns in one line at load and per report; never throws", async () => {
+  const cases: [string, RegExp][] = [
+    [
+      'Deno.env.get("NBR_UNSET_WEBHOOK")!',
+      /^notebook-error-reporter: could not prepare reporting: Slack webhook URL must be an absolute https: URL, got undefined$/,
+    ],
+    [
+      '"http://hooks.slack.com/services/T0/B0/secretpart"',
+      /^notebook-error-reporter: could not prepare reporting: Slack webhook URL must use https: .*"hooks\.slack\.com"$/,
+    ],
+  ];
+  for (const [url, atLoad] of cases) {
+    const script = `
+import { ErrorSlack } from ${JSON.stringify(ERROR_SLACK_URL)};
+const slack = new ErrorSlack(${url}, { notebook: "script", quiet: true });
+await slack.loadExtension();
+await slack.report(new Error("by hand"));
+console.log("still running");
+`;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(output.stdout);
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, stderr);
+    assert.equal(stdout, "still running\n");
+    const lines = stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 3, stderr);
+    assert.match(lines[0], atLoad);
+    assert.match(lines[1], /cell capture is unavailable/);
+    assert.match(lines[2], /^notebook-error-reporter: could not send/);
+    assert.ok(!stderr.includes("secretpart"), stderr);
+  }
+});
+
 Deno.test("ErrorSlack.report() posts through the injected fetch; a failure becomes one warning line", async () => {
   await using receiver = await startSlackReceiver();
   const slack = new ErrorSlack(receiver.url, { notebook: "nb", quiet: true });
