@@ -11,7 +11,16 @@ import { type CapturedCellError, CellCapture } from "./cell_capture.ts";
 import { findConnectionFile, readConnectionInfo } from "./kernel_connection.ts";
 import type { ErrorPayload } from "./types.ts";
 
-/** Options shared by every reporter. */
+/**
+ * Options shared by every reporter.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ReporterOptions } from "./error_reporter.ts";
+ *
+ * const options: ReporterOptions = { notebook: "demo", quiet: true };
+ * ```
+ */
 export interface ReporterOptions {
   /**
    * The notebook's name, as reported.
@@ -24,7 +33,20 @@ export interface ReporterOptions {
   connectionFile?: string;
 }
 
-/** One reported error as kept locally: the payload sent, plus local-only fields. */
+/**
+ * One reported error as kept locally: the payload sent, plus local-only fields.
+ *
+ * @example Usage
+ * ```ts
+ * import { ErrorStore } from "./error_store.ts";
+ * import type { ErrorRecord } from "./error_reporter.ts";
+ *
+ * const store = new ErrorStore({ quiet: true });
+ * await store.report(new Error("boom"));
+ * const record: ErrorRecord = store.errorDetails[0];
+ * console.log(record.timestamp instanceof Date, record.traceback_text[0]); // true "Error: boom"
+ * ```
+ */
 export interface ErrorRecord extends ErrorPayload {
   /** When the error was reported. */
   timestamp: Date;
@@ -32,7 +54,16 @@ export interface ErrorRecord extends ErrorPayload {
   traceback_text: string[];
 }
 
-/** Extra information for {@linkcode ErrorReporter.report}. */
+/**
+ * Extra information for {@linkcode ErrorReporter.report}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ReportInfo } from "./error_reporter.ts";
+ *
+ * const info: ReportInfo = { firstLine: "load()", executionCount: 3 };
+ * ```
+ */
 export interface ReportInfo {
   /** The first line of the failing code. @default {""} */
   firstLine?: string;

@@ -17,7 +17,16 @@ import {
   validateSlackWebhookUrl,
 } from "./slack_webhook.ts";
 
-/** Options for {@linkcode ErrorSlack}. */
+/**
+ * Options for {@linkcode ErrorSlack}.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ErrorSlackOptions } from "./error_slack.ts";
+ *
+ * const options: ErrorSlackOptions = { notebook: "demo", timeoutMs: 2000 };
+ * ```
+ */
 export interface ErrorSlackOptions extends ReporterOptions {
   /** How long one post may take, in milliseconds. @default {5000} */
   timeoutMs?: number;
