@@ -9,7 +9,7 @@
 import { buildPayload } from "./build_payload.ts";
 import { type CapturedCellError, CellCapture } from "./cell_capture.ts";
 import { findConnectionFile, readConnectionInfo } from "./kernel_connection.ts";
-import type { ErrorPayload } from "./types.ts";
+import type { ErrorPayload, PayloadInput } from "./types.ts";
 
 /**
  * Options shared by every reporter.
@@ -398,14 +398,7 @@ export abstract class ErrorReporter {
   }
 
   async #dispatch(
-    input: {
-      name: string;
-      message: string;
-      stack?: string;
-      traceback?: string[];
-      firstLine?: string;
-      executionCount?: number | null;
-    },
+    input: Omit<PayloadInput, "notebook">,
     tracebackText: string[],
   ): Promise<void> {
     let record: ErrorRecord;

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { concatBytes } from "./zmtp.ts";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -114,7 +116,7 @@ export class MessageSigner {
    */
   async sign(parts: Uint8Array[]): Promise<string> {
     if (this.#key === undefined) return "";
-    const mac = await crypto.subtle.sign("HMAC", this.#key, concat(parts));
+    const mac = await crypto.subtle.sign("HMAC", this.#key, concatBytes(parts));
     return Array.from(
       new Uint8Array(mac),
       (byte) => byte.toString(16).padStart(2, "0"),
@@ -132,7 +134,12 @@ export class MessageSigner {
     if (this.#key === undefined) return true;
     const bytes = hexToBytes(signature);
     if (bytes === undefined) return false;
-    return await crypto.subtle.verify("HMAC", this.#key, bytes, concat(parts));
+    return await crypto.subtle.verify(
+      "HMAC",
+      this.#key,
+      bytes,
+      concatBytes(parts),
+    );
   }
 }
 
@@ -314,18 +321,6 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
     if (a[index] !== b[index]) return false;
   }
   return true;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const result = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    result.set(part, offset);
-    offset += part.length;
-  }
-  return result;
 }
 
 function hexToBytes(hex: string): Uint8Array<ArrayBuffer> | undefined {

@@ -646,7 +646,7 @@ export class ZmtpSocket {
  * console.log(concatBytes([new Uint8Array([1]), new Uint8Array([2])])); // Uint8Array(2) [ 1, 2 ]
  * ```
  */
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
+export function concatBytes(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   let length = 0;
   for (const part of parts) length += part.length;
   const result = new Uint8Array(length);
