@@ -95,8 +95,9 @@ async function executeOk(
 
 /**
  * Reads `es.errorDetails` through a cell (which itself never fails). The Deno
- * kernel can lose IOPub output under large messages (the client then
- * reconnects): read again in that case.
+ * kernel can publish the display after its idle status, and can lose IOPub
+ * output under large messages (the client then reconnects): wait for a late
+ * display, then read again.
  */
 async function readRecords(kernel: KernelClient): Promise<StoredRecord[]> {
   for (let attempt = 0;; attempt++) {
@@ -104,13 +105,18 @@ async function readRecords(kernel: KernelClient): Promise<StoredRecord[]> {
       kernel,
       'await Deno.jupyter.display({ "application/json": { records: JSON.parse(JSON.stringify(globalThis.es.errorDetails)), dates: globalThis.es.errorDetails.every((r) => r.timestamp instanceof Date) } }, { raw: true })',
     );
-    const output = result.outputs.find((message) =>
-      (message.content.data as
-        | Record<string, { records?: unknown }>
-        | undefined)
-        ?.["application/json"]?.records !== undefined
-    );
-    if (output === undefined && result.iopubDisrupted && attempt < 3) continue;
+    const find = () =>
+      result.outputs.find((message) =>
+        (message.content.data as
+          | Record<string, { records?: unknown }>
+          | undefined)
+          ?.["application/json"]?.records !== undefined
+      );
+    // The kernel may publish a display after its idle status: give it time.
+    const lateDeadline = Date.now() + 3000;
+    while (find() === undefined && Date.now() < lateDeadline) await sleep(25);
+    const output = find();
+    if (output === undefined && attempt < 3) continue;
     assert.ok(output, "the records display is missing");
     const data = output.content.data as Record<
       string,
