@@ -5,9 +5,10 @@
  * @module
  */
 
-import { parseStack } from "./parse_stack.ts";
+import { frameBlockStart, parseStack } from "./parse_stack.ts";
 import { processContext } from "./process_context.ts";
 import {
+  ANSI_ESCAPE_REGEXP,
   FRAME_LIMITS,
   PAYLOAD_LIMITS,
   removeControlCharacters,
@@ -29,13 +30,6 @@ import type {
  * fragment of a secret escapes the scrubber.
  */
 const MAX_SCRUB_INPUT = 65_536;
-
-/** A frame line: indentation, then `at `. */
-const FRAME_LINE_REGEXP = /^[ \t]+at[ \t]/;
-
-/** ANSI colour sequences in kernel traceback lines. */
-// deno-lint-ignore no-control-regex
-const ANSI_ESCAPE_REGEXP = /\x1b\[[0-?]{0,64}[ -/]{0,8}[@-~]/g;
 
 /**
  * Turns an error into the payload that leaves the machine: exactly six keys,
@@ -304,24 +298,6 @@ function afterMessage(stack: string, name: string, message: string): string {
     return stack.slice(at + message.length);
   }
   return stack;
-}
-
-/** The index where the trailing block of indented `at ` lines starts. */
-function frameBlockStart(stack: string): number {
-  const lines = stack.split("\n");
-  const starts: number[] = [];
-  let position = 0;
-  for (const line of lines) {
-    starts.push(position);
-    position += line.length + 1;
-  }
-  let end = lines.length;
-  while (end > 0 && lines[end - 1].trim() === "") end--;
-  let start = end;
-  while (start > 0 && FRAME_LINE_REGEXP.test(lines[start - 1].slice(0, 64))) {
-    start--;
-  }
-  return start < lines.length ? starts[start] : stack.length;
 }
 
 function funName(frame: StackFrame, outermost: boolean): string {

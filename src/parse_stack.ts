@@ -4,6 +4,7 @@
  * @module
  */
 
+import { ANSI_ESCAPE_REGEXP } from "./scrub.ts";
 import type { StackFrame } from "./types.ts";
 
 /** Lines longer than this are not frames (V8 never prints such lines; guards against hostile input). */
@@ -11,14 +12,6 @@ const MAX_FRAME_LINE_LENGTH = 4096;
 
 /** A position number with more digits than this is not a position. */
 const MAX_POSITION_DIGITS = 10;
-
-/**
- * ANSI SGR/CSI escape sequences, as a kernel traceback may carry them.
- * Parameter bytes, then intermediate bytes, then one final byte: no nested
- * quantifiers, so matching stays linear.
- */
-// deno-lint-ignore no-control-regex
-const ANSI_ESCAPE_REGEXP = /\x1b\[[0-?]{0,64}[ -/]{0,8}[@-~]/g;
 
 /** A frame line: indentation, then `at `. */
 const FRAME_LINE_REGEXP = /^[ \t]+at[ \t]/;
@@ -51,17 +44,41 @@ const FRAME_LINE_REGEXP = /^[ \t]+at[ \t]/;
 export function parseStack(stack: string): StackFrame[] {
   if (typeof stack !== "string" || stack.length === 0) return [];
   const lines = stack.split("\n");
-  // Find the trailing block of frame lines (ignoring trailing blank lines).
-  let end = lines.length;
-  while (end > 0 && isBlank(lines[end - 1])) end--;
-  let start = end;
-  while (start > 0 && isFrameLine(lines[start - 1])) start--;
+  const { start, end } = trailingBlock(lines);
   const frames: StackFrame[] = [];
   for (let i = start; i < end; i++) {
     const frame = parseStackLine(lines[i]);
     if (frame !== undefined) frames.push(frame);
   }
   return frames;
+}
+
+/**
+ * Where the trailing block of indented `at ` lines of a stack starts: the
+ * lines that {@linkcode parseStack} reads frames from. Trailing blank lines
+ * are ignored.
+ *
+ * @param stack The stack text.
+ * @returns The index of the block's first character; `stack.length` when
+ * there is no such block.
+ *
+ * @example Usage
+ * ```ts
+ * import { frameBlockStart } from "./parse_stack.ts";
+ * import { deepEqual } from "node:assert/strict";
+ *
+ * const stack = "Error: a\n    at fake\nb\n    at f (<anonymous>:1:2)";
+ * deepEqual(stack.slice(frameBlockStart(stack)), "    at f (<anonymous>:1:2)");
+ * deepEqual(frameBlockStart("no frames"), 9);
+ * ```
+ */
+export function frameBlockStart(stack: string): number {
+  if (typeof stack !== "string") return 0;
+  const lines = stack.split("\n");
+  const { start } = trailingBlock(lines);
+  let offset = 0;
+  for (let i = 0; i < start; i++) offset += lines[i].length + 1;
+  return Math.min(offset, stack.length);
 }
 
 /**
@@ -143,6 +160,15 @@ export function parseStackLine(line: string): StackFrame | undefined {
   frame.line = position.line;
   frame.column = position.column;
   return frame;
+}
+
+/** The lines `[start, end)` of the trailing block of frame lines, before any trailing blank lines. */
+function trailingBlock(lines: string[]): { start: number; end: number } {
+  let end = lines.length;
+  while (end > 0 && isBlank(lines[end - 1])) end--;
+  let start = end;
+  while (start > 0 && isFrameLine(lines[start - 1])) start--;
+  return { start, end };
 }
 
 function isBlank(line: string | undefined): boolean {

@@ -62,9 +62,21 @@ const PLACEHOLDER_SOURCE =
 /** Exactly one placeholder. */
 const PLACEHOLDER_REGEXP = new RegExp(`^${PLACEHOLDER_SOURCE}$`, "i");
 
-/** ANSI CSI escape sequences (colour codes): removed whole. */
+/**
+ * ANSI CSI escape sequences (colour codes), as a kernel traceback carries
+ * them: parameter bytes, then intermediate bytes, then one final byte; no
+ * nested quantifiers, so matching stays linear.
+ *
+ * @example Usage
+ * ```ts
+ * import { ANSI_ESCAPE_REGEXP } from "./scrub.ts";
+ * import { deepEqual } from "node:assert/strict";
+ *
+ * deepEqual("\x1b[31mError\x1b[0m: boom".replace(ANSI_ESCAPE_REGEXP, ""), "Error: boom");
+ * ```
+ */
 // deno-lint-ignore no-control-regex
-const ANSI_ESCAPE_REGEXP = /\x1b\[[0-?]{0,64}[ -/]{0,8}[@-~]/g;
+export const ANSI_ESCAPE_REGEXP: RegExp = /\x1b\[[0-?]{0,64}[ -/]{0,8}[@-~]/g;
 
 /** C0 controls except tab and line feed, DEL, C1 controls, bidi overrides and isolates. */
 const CONTROL_REGEXP =
