@@ -100,7 +100,6 @@ export class CellCapture {
   #worker: Worker | undefined;
   #workerSource: Source | undefined;
   #workerWaiters = new Map<string, (event: IopubWorkerEvent) => void>();
-  #hasLocal = false;
   #acks = new Map<string, Promise<void>>();
   #handover: Promise<void> | undefined;
   #inputs = new Map<
@@ -124,17 +123,6 @@ export class CellCapture {
   /** The execution count of the last cell seen, or `null`. */
   get lastExecutionCount(): number | null {
     return this.#lastExecutionCount;
-  }
-
-  /** Whether an IOPub connection is up. */
-  get live(): boolean {
-    return this.#sources.size > 0;
-  }
-
-  /** Whether the worker reader has taken over. */
-  get inWorker(): boolean {
-    return this.#worker !== undefined && this.#sources.size === 1 &&
-      !this.#hasLocal;
   }
 
   /**
@@ -163,7 +151,6 @@ export class CellCapture {
         );
       }
       this.#sources.add(local);
-      this.#hasLocal = true;
       const seen = this.#expectOn([local], probeId);
       await Promise.resolve();
       let echoed = false;
@@ -275,7 +262,6 @@ export class CellCapture {
       },
       terminate: () => {
         this.#sources.delete(source);
-        this.#hasLocal = false;
       },
     };
     return source;
