@@ -91,7 +91,8 @@ export function connectionFileFromArgs(args: string[]): string | undefined {
  *
  * @param path The connection file's path.
  * @returns The connection information.
- * @throws {Error} When the file cannot be read or lacks a field.
+ * @throws {Error} When the file cannot be read, is not a JSON object (its
+ * text is never quoted: it holds the HMAC key) or lacks a field.
  *
  * @example Usage
  * ```ts ignore
@@ -104,7 +105,17 @@ export function connectionFileFromArgs(args: string[]): string | undefined {
 export async function readConnectionInfo(
   path: string,
 ): Promise<KernelConnectionInfo> {
-  const raw = JSON.parse(await Deno.readTextFile(path));
+  const text = await Deno.readTextFile(path);
+  let raw;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    // V8's message quotes the text, which may hold the HMAC key.
+    throw new Error(`Connection file ${path} is not valid JSON`);
+  }
+  if (typeof raw !== "object" || raw === null) {
+    throw new Error(`Connection file ${path} is not a JSON object`);
+  }
   const transport = raw.transport ?? "tcp";
   if (transport !== "tcp" && transport !== "ipc") {
     throw new Error(`Unsupported kernel transport in ${path}: ${transport}`);

@@ -5,6 +5,7 @@ import { defaultNotebookName } from "../src/error_reporter.ts";
 import {
   connectionFileFromArgs,
   findConnectionFile,
+  readConnectionInfo,
 } from "../src/kernel_connection.ts";
 import { firstLineOf } from "../src/cell_capture.ts";
 import { startSlackReceiver } from "./support/slack_receiver.ts";
@@ -252,6 +253,51 @@ Deno.test("connectionFileFromArgs() reads the path after --conn of a kernel comm
     await findConnectionFile({ connectionFile: "/x.json" }),
     "/x.json",
   );
+});
+
+Deno.test("readConnectionInfo() rejects a broken file without quoting its text (it holds the key)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/kernel.json`;
+    for (
+      const [text, expected] of [
+        [
+          "key=very-secret-key",
+          /^Connection file .*kernel\.json is not valid JSON$/,
+        ],
+        ['{"key": "very-secret-key", "iopub_port": 1,', /is not valid JSON$/],
+        ["null", /is not a JSON object$/],
+        [
+          '{"key": "very-secret-key", "shell_port": 2}',
+          /has no numeric iopub_port: undefined$/,
+        ],
+      ] as const
+    ) {
+      await Deno.writeTextFile(path, text);
+      await assert.rejects(readConnectionInfo(path), (error: Error) => {
+        assert.match(error.message, expected);
+        assert.ok(!error.message.includes("very-secret"), error.message);
+        return true;
+      });
+    }
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({ iopub_port: 5, shell_port: 6, key: "k" }),
+    );
+    const info = await readConnectionInfo(path);
+    assert.deepEqual(
+      [
+        info.transport,
+        info.ip,
+        info.iopub_port,
+        info.key,
+        info.signature_scheme,
+      ],
+      ["tcp", "127.0.0.1", 5, "k", "hmac-sha256"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("defaultNotebookName() is the basename of JPY_SESSION_NAME, else unknown", () => {
