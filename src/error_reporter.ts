@@ -146,9 +146,20 @@ export abstract class ErrorReporter {
    * displays the load notice once. Idempotent. Resolves once capture is live,
    * so a cell run right afterwards is captured. Outside a kernel, only the
    * global listeners are installed and one line says that cell capture is
-   * unavailable. Never rejects: problems become one warning line.
+   * unavailable; an escaped error still ends the process as usual, once its
+   * report is delivered (at most 15 s later). Never rejects: problems become
+   * one warning line.
    *
    * @returns Once capture is live (or known to be unavailable).
+   *
+   * @example Usage
+   * ```ts
+   * import { ErrorStore } from "./error_store.ts";
+   *
+   * const store = new ErrorStore({ notebook: "demo" });
+   * await store.loadExtension(); // outside a kernel: one line says cell capture is unavailable
+   * await store.unloadExtension();
+   * ```
    */
   loadExtension(): Promise<void> {
     this.#loading ??= this.#load();
