@@ -147,6 +147,26 @@ export function isNotebookFrame(frame: TracebackFrame): boolean {
  * ```
  */
 export function errorFingerprint(payload: ErrorPayload): string {
+  // A flood repeats one error: remember the last few thousand inputs.
+  const key = JSON.stringify([
+    payload.notebook,
+    payload.error_name,
+    payload.error_message,
+    (payload.traceback ?? []).map((f) => [f.filename, f.fun_name]),
+  ]);
+  const cached = CACHE.get(key);
+  if (cached !== undefined) return cached;
+  const fingerprint = computeFingerprint(payload);
+  if (CACHE.size >= CACHE_SIZE) CACHE.clear();
+  CACHE.set(key, fingerprint);
+  return fingerprint;
+}
+
+/** Fingerprints of recent inputs (the input determines the result). */
+const CACHE = new Map<string, string>();
+const CACHE_SIZE = 4096;
+
+function computeFingerprint(payload: ErrorPayload): string {
   const frames: [string, string][] = [];
   for (const frame of payload.traceback ?? []) {
     if (!isNotebookFrame(frame)) continue;

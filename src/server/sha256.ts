@@ -77,6 +77,12 @@ const K = new Uint32Array([
 
 const ENCODER = new TextEncoder();
 const W = new Uint32Array(64);
+const HEX: string[] = Array.from(
+  { length: 256 },
+  (_, i) => i.toString(16).padStart(2, "0"),
+);
+/** A reusable input buffer, grown when a longer text comes. */
+let buffer = new Uint8Array(1024);
 
 /**
  * The SHA-256 of a string's UTF-8 encoding, as 64 lowercase hex digits.
@@ -96,19 +102,32 @@ const W = new Uint32Array(64);
  * ```
  */
 export function sha256Hex(text: string): string {
-  const data = ENCODER.encode(text);
-  const bitLength = data.length * 8;
-  const blocks = Math.ceil((data.length + 9) / 64);
-  const padded = new Uint8Array(blocks * 64);
-  padded.set(data);
-  padded[data.length] = 0x80;
-  const view = new DataView(padded.buffer);
-  view.setUint32(padded.length - 8, Math.floor(bitLength / 0x100000000));
-  view.setUint32(padded.length - 4, bitLength >>> 0);
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit; 72 more for padding.
+  const needed = text.length * 3 + 72;
+  if (buffer.length < needed) buffer = new Uint8Array(needed * 2);
+  const length = ENCODER.encodeInto(text, buffer).written;
+  const blocks = Math.ceil((length + 9) / 64);
+  const end = blocks * 64;
+  const bytes = buffer;
+  bytes.fill(0, length, end);
+  bytes[length] = 0x80;
+  const bitLength = length * 8;
+  const high = Math.floor(bitLength / 0x100000000);
+  bytes[end - 8] = high >>> 24;
+  bytes[end - 7] = (high >>> 16) & 0xff;
+  bytes[end - 6] = (high >>> 8) & 0xff;
+  bytes[end - 5] = high & 0xff;
+  bytes[end - 4] = (bitLength >>> 24) & 0xff;
+  bytes[end - 3] = (bitLength >>> 16) & 0xff;
+  bytes[end - 2] = (bitLength >>> 8) & 0xff;
+  bytes[end - 1] = bitLength & 0xff;
   let h0 = 0x6a09e667, h1 = 0xbb67ae85, h2 = 0x3c6ef372, h3 = 0xa54ff53a;
   let h4 = 0x510e527f, h5 = 0x9b05688c, h6 = 0x1f83d9ab, h7 = 0x5be0cd19;
-  for (let offset = 0; offset < padded.length; offset += 64) {
-    for (let i = 0; i < 16; i++) W[i] = view.getUint32(offset + i * 4);
+  for (let offset = 0; offset < end; offset += 64) {
+    for (let i = 0, o = offset; i < 16; i++, o += 4) {
+      W[i] = (bytes[o]! << 24) | (bytes[o + 1]! << 16) | (bytes[o + 2]! << 8) |
+        bytes[o + 3]!;
+    }
     for (let i = 16; i < 64; i++) {
       const a = W[i - 15]!, b = W[i - 2]!;
       const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^
@@ -145,9 +164,11 @@ export function sha256Hex(text: string): string {
     h6 = (h6 + g) | 0;
     h7 = (h7 + h) | 0;
   }
-  let hex = "";
-  for (const word of [h0, h1, h2, h3, h4, h5, h6, h7]) {
-    hex += (word >>> 0).toString(16).padStart(8, "0");
-  }
-  return hex;
+  return hex(h0) + hex(h1) + hex(h2) + hex(h3) + hex(h4) + hex(h5) + hex(h6) +
+    hex(h7);
+}
+
+function hex(word: number): string {
+  return HEX[(word >>> 24) & 0xff]! + HEX[(word >>> 16) & 0xff]! +
+    HEX[(word >>> 8) & 0xff]! + HEX[word & 0xff]!;
 }

@@ -224,6 +224,8 @@ export class SqliteGrouping {
   /** Per-day, per-hour and per-notebook-hour counts of the open batch, written before COMMIT. */
   #days = new Map<string, { groupId: number; day: string; n: number }>();
   #hours = new Map<string, { groupId: number; hour: number; n: number }>();
+  /** `group:usage` pairs known to be in group_sessions (skips the insert). */
+  #sessions = new Set<string>();
   #notebookHours = new Map<
     string,
     { notebook: string; hour: number; n: number }
@@ -328,12 +330,18 @@ export class SqliteGrouping {
         ),
       ) as { id: number }).id;
       this.#st.addSession!.run(id, input.usageId);
+      this.#rememberSession(`${id}:${input.usageId}`);
     } else {
       id = found.id;
       firstSeen = found.first_seen;
-      const newSession = Number(
-        this.#st.addSession!.run(id, input.usageId).changes,
-      );
+      const sessionKey = `${id}:${input.usageId}`;
+      let newSession = 0;
+      if (!this.#sessions.has(sessionKey)) {
+        newSession = Number(
+          this.#st.addSession!.run(id, input.usageId).changes,
+        );
+        this.#rememberSession(sessionKey);
+      }
       reopened = found.state === "resolved";
       state = reopened ? "open" : found.state;
       this.#st.updateGroup!.run(
@@ -423,7 +431,9 @@ export class SqliteGrouping {
     for (const c of this.#notebookHours.values()) {
       this.#st.countNotebookHour!.run(c.notebook, c.hour, c.n);
     }
-    this.clearCounts();
+    this.#days.clear();
+    this.#hours.clear();
+    this.#notebookHours.clear();
   }
 
   /** Drops the batch's pending counts (the batch rolled back). */
@@ -431,6 +441,13 @@ export class SqliteGrouping {
     this.#days.clear();
     this.#hours.clear();
     this.#notebookHours.clear();
+    // Rows of the batch are gone: forget what it told us.
+    this.#sessions.clear();
+  }
+
+  #rememberSession(key: string): void {
+    if (this.#sessions.size >= 100_000) this.#sessions.clear();
+    this.#sessions.add(key);
   }
 
   #summary(id: number): GroupSummary {
@@ -562,6 +579,7 @@ export class SqliteGrouping {
 
   /** Deletes a group, its counts and its raw reports (inside a write). */
   deleteGroup(id: number): boolean {
+    this.#sessions.clear();
     const deleted = Number(
       this.#db.prepare("DELETE FROM groups WHERE id = ?").run(id).changes,
     ) > 0;
