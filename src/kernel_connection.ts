@@ -4,6 +4,9 @@
  * @module
  */
 
+/** A run of white space, between the arguments `ps` prints. */
+const WHITESPACE_RUN_REGEXP = /\s+/;
+
 /** The fields of a Jupyter connection file that this library uses. */
 export interface KernelConnectionInfo {
   /** `tcp` or `ipc`. */
@@ -162,7 +165,9 @@ async function readCommandLine(): Promise<string[] | undefined> {
     }).output();
     if (!output.success) return undefined;
     // `ps` joins arguments with spaces: good enough for paths without spaces.
-    return new TextDecoder().decode(output.stdout).trim().split(/\s+/);
+    return new TextDecoder().decode(output.stdout).trim().split(
+      WHITESPACE_RUN_REGEXP,
+    );
   } catch {
     return undefined;
   }

@@ -417,6 +417,10 @@ const BROADCAST_MENTION_REGEXP = /@(?=(?:channel|here|everyone)\b)/gi;
 /** What must never appear in a Slack link's URL (the serializer encodes these). */
 const UNSAFE_LINK_REGEXP = /[\s<>|]/;
 /** Backticks, which would close inline code or a code block. */
+/** A line break or tab, folded to a space in one-line text. */
+const LINE_BREAK_OR_TAB_REGEXP = /[\n\t]/g;
+/** Any line break, Unicode ones included. */
+const ANY_LINE_BREAK_REGEXP = /\r\n|[\r\n\u0085\u2028\u2029]/;
 const BACKTICK_REGEXP = /`/g;
 
 /** How much of a string {@linkcode clean} looks at (more than any budget). */
@@ -458,7 +462,7 @@ function clean(text: string, mode: CleanMode, keepEnd = false): string {
     .replace(BIDI_CONTROL_REGEXP, "\uFFFD")
     .replace(CONTROL_REGEXP, "")
     .replace(BROADCAST_MENTION_REGEXP, "@\u2060");
-  if (!mode.multiline) out = out.replace(/[\n\t]/g, " ");
+  if (!mode.multiline) out = out.replace(LINE_BREAK_OR_TAB_REGEXP, " ");
   if (mode.code) out = out.replace(BACKTICK_REGEXP, "\u02CB");
   return out;
 }
@@ -583,8 +587,7 @@ function fallbackText(
   cell: string,
   title: string,
 ): string {
-  const firstMessageLine =
-    message.trim().split(/\r\n|[\r\n\u0085\u2028\u2029]/)[0] ?? "";
+  const firstMessageLine = message.trim().split(ANY_LINE_BREAK_REGEXP)[0] ?? "";
   let head = name.trim() === "" ? "Error" : name;
   if (firstMessageLine !== "") head += `: ${firstMessageLine}`;
   if (title.trim() !== "") head = `${title}: ${head}`;
@@ -615,7 +618,7 @@ function safeLink(link: unknown): string | undefined {
   if (url.username !== "" || url.password !== "" || url.hostname === "") {
     return undefined;
   }
-  const href = url.href.replace(/\|/g, "%7C");
+  const href = url.href.replaceAll("|", "%7C");
   if (UNSAFE_LINK_REGEXP.test(href)) return undefined;
   const escaped = escapeSlackText(href);
   return escaped.length <= SLACK_LIMITS.linkUrl ? escaped : undefined;

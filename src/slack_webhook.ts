@@ -79,6 +79,8 @@ const RETRY_AFTER_SECONDS_REGEXP = /^\d{1,9}$/;
 /** `Retry-After` as an HTTP date (IMF-fixdate, RFC 9110). */
 const RETRY_AFTER_DATE_REGEXP =
   /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+/** A run of white space, line breaks included: one space in a one-line error. */
+const WHITESPACE_RUN_REGEXP = /\s+/g;
 /** Loopback host names, the only ones allowed with plain `http:`. */
 const LOOPBACK_HOST_REGEXP = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
 
@@ -286,9 +288,9 @@ function describeError(error: unknown): string {
             : String(error.cause)
         })`;
       }
-      return text.replace(/\s+/g, " ").slice(0, 500);
+      return text.replace(WHITESPACE_RUN_REGEXP, " ").slice(0, 500);
     }
-    return String(error).replace(/\s+/g, " ").slice(0, 500);
+    return String(error).replace(WHITESPACE_RUN_REGEXP, " ").slice(0, 500);
   } catch {
     return "unknown error";
   }

@@ -135,7 +135,7 @@ function fileUrlToPath(url: string): string {
 
 function localFilename(rawPath: string, context: PayloadContext): string {
   const windows = isWindowsPath(rawPath);
-  const path = windows ? rawPath.replace(/\\/g, "/") : rawPath;
+  const path = windows ? rawPath.replaceAll("\\", "/") : rawPath;
   const npm = npmFilename(path, context, windows);
   if (npm !== undefined) return npm;
   const cwd = typeof context.cwd === "string"
@@ -280,7 +280,7 @@ function isWindowsPath(path: string): boolean {
 function normalizeDir(dir: string): string {
   let out = dir.trim();
   if (out.startsWith("file:")) out = fileUrlToPath(out);
-  if (isWindowsPath(out)) out = out.replace(/\\/g, "/");
+  if (isWindowsPath(out)) out = out.replaceAll("\\", "/");
   while (out.length > 1 && out.endsWith("/")) out = out.slice(0, -1);
   return out;
 }
