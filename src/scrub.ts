@@ -188,6 +188,34 @@ const GENERIC_HOME_REGEXP =
   /(?<![\w.%-])(?:[A-Za-z]:)?(?:\\{1,2}|\/)(?:home|Users)(?:\\{1,2}|\/)(?!<user>)[^\\/\s"'`<>|:*?]+/gi;
 
 /**
+ * Text that matches none of these alternatives is left unchanged by every
+ * rule of {@linkcode scrubText} (with no home directory or user name to
+ * remove), so it is returned without running them. Each alternative is a
+ * part that some rule cannot match without:
+ */
+const MAY_NEED_SCRUBBING_REGEXP = new RegExp(
+  [
+    // control characters (removed); `:` of URLs (webhooks, credentials),
+    // `key: value` secrets and IPv6; `=` of `key=value`; `@` of e-mail
+    String.raw`[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069:=@]`,
+    // the prefixes of tokens, `Bearer` and `Basic`
+    String.raw`xox|xapp-|gh[pousr]_|github_pat_|akia|asia|sk-|eyj|bearer|basic`,
+    // generic home directories
+    String.raw`[\\/](?:home|users)[\\/]`,
+    // an IPv4 address has a digit, a dot and a digit
+    String.raw`\d\.\d`,
+    // a card number has 13 digits, single spaces or dashes between them
+    String.raw`\d(?:[ -]?\d){12}`,
+  ].join("|"),
+  "i",
+);
+
+/** Characters that {@linkcode removeControlCharacters} removes or rewrites. */
+const CONTROL_OR_BREAK_REGEXP =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
+
+/**
  * Removes private data from text: the home directory (exactly, then any
  * `/home/<x>`, `/Users/<x>`, `C:\Users\<x>`) becomes `~`, the user name (3+
  * characters) `<user>`, e-mail addresses `<email>`, Luhn-valid 13–19 digit
@@ -217,6 +245,9 @@ const GENERIC_HOME_REGEXP =
 export function scrubText(text: string, context: PayloadContext = {}): string {
   let out = typeof text === "string" ? text : "";
   if (out.length === 0) return out;
+  if (!MAY_NEED_SCRUBBING_REGEXP.test(out) && !hasIdentity(context)) {
+    return out;
+  }
   out = removeControlCharacters(out, true);
   out = out.replace(SLACK_WEBHOOK_REGEXP, "<redacted>");
   out = out.replace(URL_CREDENTIALS_REGEXP, "$1<redacted>@");
@@ -337,10 +368,19 @@ export function removeControlCharacters(
   keepLineBreaks: boolean,
 ): string {
   let out = typeof text === "string" ? text : "";
+  if (!CONTROL_OR_BREAK_REGEXP.test(out)) return out;
   if (out.includes("\x1b")) out = out.replace(ANSI_ESCAPE_REGEXP, "");
   out = out.replace(/\r\n?/g, "\n");
   if (!keepLineBreaks) out = out.replace(/[\n\t]/g, " ");
   return out.replace(CONTROL_REGEXP, "");
+}
+
+/** Whether the context names a home directory or user name that {@linkcode scrubIdentity} looks for. */
+function hasIdentity(context: PayloadContext): boolean {
+  const home = context.home;
+  const user = context.user;
+  return (typeof home === "string" && home.trim() !== "") ||
+    (typeof user === "string" && user.trim().length >= 3);
 }
 
 /** The forms in which a home directory can appear in text. */
