@@ -10,7 +10,8 @@
  *    connections (their throughputs add up).
  * 2. Grouping overhead: the same handler served in this process on a
  *    storage with grouping on and off (`grouping: false`), driven by `wrk`,
- *    per engine; plus the storage alone (`addReport` calls, 64 in flight).
+ *    per engine; plus the handler alone (`new Request(...)`, no socket, 32
+ *    in flight) and the storage alone (`addReport` calls, 64 in flight).
  *    On and off alternate for `--rounds` rounds and the best of each counts
  *    (the machine may be shared; the least disturbed run is the closest).
  *
@@ -101,6 +102,39 @@ async function storageCost(
         dedupeWindowMs: 60_000,
         maxReportsPerSession: Infinity,
       });
+    }
+  }));
+  return (performance.now() - start) * 1000 / count;
+}
+
+/** µs per report through the handler alone (no socket), `inFlight` at a time. */
+async function handlerCost(
+  storage: Storage,
+  count: number,
+  inFlight: number,
+): Promise<number> {
+  const handler = createCollector({ storage, limits: false });
+  const created = await handler(
+    new Request("http://bench/usages/", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ notebook: "bench" }),
+    }),
+  );
+  const { uuid } = await created.json() as { uuid: string };
+  let next = 0;
+  const start = performance.now();
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (next < count) {
+      const i = next++;
+      const response = await handler(
+        new Request(`http://bench/errors/${uuid}/`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: `${PAYLOAD_PREFIX}${i}}`,
+        }),
+      );
+      await response.arrayBuffer();
     }
   }));
   return (performance.now() - start) * 1000 / count;
@@ -264,6 +298,7 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
       }));
       const http: Record<string, IngestFigures> = {};
       const direct: Record<string, number> = {};
+      const handlerOnly: Record<string, number> = {};
       try {
         for (let round = 0; round < rounds; round++) {
           const order = round % 2 === 0 ? setups : [...setups].reverse();
@@ -283,6 +318,11 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
             const key = setup.grouping ? "on" : "off";
             const cost = await storageCost(setup.storage, reports, 64);
             direct[key] = Math.min(direct[key] ?? Infinity, cost);
+            const viaHandler = await handlerCost(setup.storage, reports, 32);
+            handlerOnly[key] = Math.min(
+              handlerOnly[key] ?? Infinity,
+              viaHandler,
+            );
           }
         }
       } finally {
@@ -299,13 +339,22 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
               .padEnd(58)
           } ${direct[key]!.toFixed(1).padStart(7)} µs per report`,
         );
+        console.log(
+          `${
+            `${engine.name}, grouping ${key}, handler alone (best of ${rounds})`
+              .padEnd(58)
+          } ${handlerOnly[key]!.toFixed(1).padStart(7)} µs per report`,
+        );
       }
       const httpCost = http.off!.perSecond / http.on!.perSecond - 1;
       const storageCostShare = direct.on! / direct.off! - 1;
+      const handlerCostShare = handlerOnly.on! / handlerOnly.off! - 1;
       console.log(
         `${engine.name}: grouping adds ${
           (100 * httpCost).toFixed(1)
         }% to the cost of a report over HTTP (target <= 20%), ${
+          (100 * handlerCostShare).toFixed(1)
+        }% through the handler alone, ${
           (100 * storageCostShare).toFixed(1)
         }% in the storage alone`,
       );
