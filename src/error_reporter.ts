@@ -289,7 +289,10 @@ export abstract class ErrorReporter {
       await capture.start();
     } catch (error) {
       this.#capture = undefined;
-      if (!this.#noticeDisplayed) await this.#showNotice(jupyter, undefined, 0);
+      if (!this.#noticeDisplayed) {
+        // Escaped errors are still reported: say so, but never reject.
+        await this.#showNotice(jupyter, undefined, 0).catch(() => {});
+      }
       this.#warn(`cell capture is unavailable: ${describe(error)}`);
     }
   }
