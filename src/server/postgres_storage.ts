@@ -321,9 +321,14 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
             NULL::DOUBLE PRECISION;
           RETURN;
         END IF;
-        INSERT INTO group_sessions (group_id, usage_id) VALUES (g.id, u.id)
-          ON CONFLICT DO NOTHING;
-        GET DIAGNOSTICS v_new_session = ROW_COUNT;
+        -- A lookup first: cheaper than a conflicting insert, and the
+        -- session's lock keeps another report of it from racing this one.
+        IF NOT EXISTS (SELECT 1 FROM group_sessions
+            WHERE group_id = g.id AND usage_id = u.id) THEN
+          INSERT INTO group_sessions (group_id, usage_id) VALUES (g.id, u.id)
+            ON CONFLICT DO NOTHING;
+          GET DIAGNOSTICS v_new_session = ROW_COUNT;
+        END IF;
         -- The notice, under the group's lock: at most one per interval.
         IF p_notify AND v_state <> 'ignored' THEN
           IF NOT v_created AND NOT v_reopened THEN
