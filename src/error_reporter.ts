@@ -446,8 +446,7 @@ export abstract class ErrorReporter {
     const cell = payload.execution_count === null
       ? ""
       : ` of cell [${payload.execution_count}]`;
-    const summary =
-      `${PREFIX}: error report${cell} sent to ${this.#destination()}`;
+    const summary = `${PREFIX}: error report${cell} to ${this.#destination()}`;
     const html =
       `<details style="font-size:0.85em;opacity:0.8"><summary>${
         escapeHtml(summary)
