@@ -1,7 +1,8 @@
 /**
  * The collector server of notebook-error-reporter: receives the reports of
- * `ErrorServer` (and of the original Python tool), stores them in SQLite,
- * resists floods. Run it with `deno task serve` (see `--help`), or embed the
+ * `ErrorServer` (and of the original Python tool), stores them in SQLite or
+ * PostgreSQL, resists floods, groups them, forwards new problems to Slack and
+ * shows them on a dashboard. Run it with `deno task serve` (see `--help`), or embed the
  * handler with {@linkcode createCollector}.
  *
  * @example Embedding the handler
@@ -48,6 +49,48 @@ export {
   type RateLimitOptions,
 } from "./src/server/rate_limits.ts";
 export { type FieldProblem, HttpError } from "./src/server/http_error.ts";
+export {
+  errorFingerprint,
+  isNotebookFrame,
+  normalizeMessage,
+} from "./src/server/fingerprint.ts";
+export {
+  DEFAULT_NOTICE_POLICY,
+  noticeMessage,
+  SlackNotifier,
+  type SlackNotifierOptions,
+} from "./src/server/slack_notifier.ts";
+export {
+  dropPostgresSchema,
+  openPostgresStorage,
+  POSTGRES_MIGRATIONS,
+  PostgresStorage,
+  type PostgresStorageOptions,
+} from "./src/server/postgres_storage.ts";
+export { GROUP_LIMITS, GROUP_STATES, utcHour } from "./src/server/storage.ts";
+export type {
+  SlackBlock,
+  SlackContextBlock,
+  SlackHeaderBlock,
+  SlackMessage,
+  SlackMrkdwnText,
+  SlackPlainText,
+  SlackSectionBlock,
+  SlackTextObject,
+} from "./src/slack_message.ts";
+export {
+  createDashboard,
+  DASHBOARD_CSP,
+  type DashboardHandler,
+  type DashboardOptions,
+  type DashboardStorage,
+  isDashboardPath,
+} from "./src/server/dashboard/routes.ts";
+export {
+  DashboardAuth,
+  type DashboardAuthOptions,
+  type Principal,
+} from "./src/server/dashboard/auth.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/server/cli.ts");
