@@ -12,6 +12,10 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
+import {
+  type Checkpointer,
+  startCheckpointer,
+} from "./_sqlite_checkpointer.ts";
 import type { TracebackFrame } from "../types.ts";
 import {
   SQLITE_GROUPING_INDEX_MIGRATION,
@@ -161,6 +165,13 @@ interface QueuedWrite {
   reject: (reason: unknown) => void;
 }
 
+/** How often the checkpoint worker copies the WAL into the database file. */
+const CHECKPOINT_INTERVAL_MS = 200;
+/** SQLite's default automatic checkpoint, in WAL pages. */
+const DEFAULT_AUTOCHECKPOINT_PAGES = 1000;
+/** The automatic checkpoint while the worker checkpoints (about 40 MiB of WAL). */
+const BACKSTOP_AUTOCHECKPOINT_PAGES = 10_000;
+
 interface UsageRow {
   id: number;
   uuid: string;
@@ -240,6 +251,7 @@ export class SqliteStorage implements Storage {
     { notebook: string; day: string; reports: number; sessions: number }
   >();
   #grouping: SqliteGrouping;
+  #checkpointer: Checkpointer | undefined;
 
   /**
    * Opens the database and migrates it.
@@ -267,6 +279,39 @@ export class SqliteStorage implements Storage {
       options.notices,
       options.grouping ?? true,
     );
+    this.#startCheckpointer();
+  }
+
+  /**
+   * Moves checkpoints (copying the WAL into the database file, with its
+   * fsyncs) to a worker thread with its own connection: committing then
+   * only appends to the WAL. SQLite's own automatic checkpoint stays as a
+   * backstop at a larger size, and comes back if the worker fails.
+   */
+  #startCheckpointer(): void {
+    const main = (this.#db.prepare("PRAGMA database_list").all() as {
+      name: string;
+      file: string;
+    }[]).find((row) => row.name === "main");
+    const mode = (this.#db.prepare("PRAGMA journal_mode").get() as {
+      journal_mode: string;
+    }).journal_mode;
+    if (!main?.file || mode !== "wal") return;
+    const setAutocheckpoint = (pages: number) => {
+      if (this.#closed) return;
+      try {
+        this.#db.exec(`PRAGMA wal_autocheckpoint = ${pages}`);
+      } catch { /* closing */ }
+    };
+    try {
+      this.#checkpointer = startCheckpointer(main.file, {
+        intervalMs: CHECKPOINT_INTERVAL_MS,
+        onReady: () => setAutocheckpoint(BACKSTOP_AUTOCHECKPOINT_PAGES),
+        onFailure: () => setAutocheckpoint(DEFAULT_AUTOCHECKPOINT_PAGES),
+      });
+    } catch {
+      this.#checkpointer = undefined;
+    }
   }
 
   /** The schema version the database is at. */
@@ -724,15 +769,15 @@ export class SqliteStorage implements Storage {
   }
 
   /** Commits pending writes, checkpoints the WAL and closes the file. */
-  close(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.#closed) return;
     this.#flush();
     this.#closed = true;
+    await this.#checkpointer?.stop();
     try {
       this.#db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } catch { /* a checkpoint is an optimisation */ }
     this.#db.close();
-    return Promise.resolve();
   }
 }
 
