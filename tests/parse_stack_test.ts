@@ -2,6 +2,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { parseStack, parseStackLine } from "../src/parse_stack.ts";
 import type { StackFrame } from "../src/types.ts";
 import { loadStackFixtures } from "./support/stack_fixtures.ts";
+import { seededRandom } from "./support/seeded_random.ts";
 
 /**
  * A frame with defaults. (`constructor` is spelled `ctor` here: an object
@@ -289,18 +290,6 @@ Deno.test("parseStack() returns [] for stacks without frames and for non-strings
   }
 });
 
-/** A small deterministic PRNG (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const TOKENS = [
   "    at ",
   "at ",
@@ -341,7 +330,7 @@ function checkFrame(f: StackFrame): void {
 }
 
 Deno.test("parseStack() never throws on seeded random input", () => {
-  const next = random(20261125);
+  const next = seededRandom(20261125);
   for (let i = 0; i < 3000; i++) {
     const parts: string[] = [];
     const count = Math.floor(next() * 60);

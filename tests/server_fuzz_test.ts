@@ -2,18 +2,7 @@ import { deepEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { createCollector } from "../src/server/app.ts";
 import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
 import { startServerProcess } from "./support/server_process.ts";
-
-/** A small deterministic PRNG (mulberry32) so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "./support/seeded_random.ts";
 
 const VALID = {
   error_name: "TypeError",
@@ -294,7 +283,7 @@ Deno.test("createCollector() refuses 10,000 random and malformed bodies without 
       }),
     )).json();
     const seed = Number(Deno.env.get("FUZZ_SEED") ?? 20261125);
-    const random = prng(seed);
+    const random = seededRandom(seed);
     const byKind = new Map<string, number>();
     for (let i = 0; i < 10_000; i++) {
       const c = malformed(random, usage.uuid);
@@ -338,7 +327,7 @@ Deno.test("server.ts stays up and stores nothing under 1,000 malformed requests 
       headers: { "content-type": "application/json" },
       body: '{"notebook":"demo"}',
     })).json();
-    const random = prng(7);
+    const random = seededRandom(7);
     for (let i = 0; i < 1000; i++) {
       const c = malformed(random, usage.uuid);
       const response = await fetch(`${server.url}${c.path}`, {

@@ -22,6 +22,7 @@ import { DatabaseSync } from "node:sqlite";
 import { parseArgs } from "node:util";
 import { createDashboard } from "../../src/server/dashboard/routes.ts";
 import { openSqliteStorage } from "../../src/server/sqlite_storage.ts";
+import { seededRandom } from "../support/seeded_random.ts";
 
 const NOTEBOOK = "bench-notebook";
 const TOKEN = "bench-token";
@@ -59,17 +60,6 @@ export interface DashboardBenchResult {
   plans: Record<string, string[]>;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function hex(random: () => number, length: number): string {
   let out = "";
   while (out.length < length) {
@@ -89,7 +79,7 @@ function fill(
   db.exec(
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA cache_size = -200000;",
   );
-  const random = mulberry32(42);
+  const random = seededRandom(42);
   const sessions = Math.max(1, Math.ceil(reports / 10));
   db.exec("BEGIN");
   const insertUsage = db.prepare(
