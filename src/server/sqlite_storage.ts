@@ -123,6 +123,13 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
   },
   SQLITE_GROUPING_MIGRATION,
   SQLITE_GROUPING_INDEX_MIGRATION,
+  {
+    // PostgreSQL's batch function changed; SQLite groups in TypeScript, so
+    // this version only keeps both engines' versions aligned.
+    version: 4,
+    name: "each group locked and written once per batch",
+    sql: "",
+  },
 ];
 
 /**
@@ -232,7 +239,7 @@ export function openSqliteStorage(
  * import { SqliteStorage } from "./sqlite_storage.ts";
  *
  * const storage = new SqliteStorage(":memory:");
- * console.log(storage.schemaVersion); // 3
+ * console.log(storage.schemaVersion); // 4
  * await storage.close();
  * ```
  */
