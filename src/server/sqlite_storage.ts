@@ -413,54 +413,97 @@ export class SqliteStorage implements Storage {
     this.#scheduled = false;
     while (this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.#maxBatch);
-      const outcomes: { ok: boolean; value: unknown }[] = [];
-      try {
-        this.#db.exec("BEGIN IMMEDIATE");
-      } catch (error) {
-        for (const write of batch) write.reject(error);
-        continue;
-      }
-      const savepoint = this.#st("savepoint");
-      const release = this.#st("release");
-      for (const write of batch) {
-        savepoint.run();
-        try {
-          const value = write.run();
-          release.run();
-          outcomes.push({ ok: true, value });
-        } catch (error) {
-          this.#st("rollbackTo").run();
-          release.run();
-          outcomes.push({ ok: false, value: error });
-        }
-      }
-      try {
-        for (const count of this.#counts.values()) {
-          this.#st("addCounts").run(
-            count.notebook,
-            count.day,
-            count.reports,
-            count.sessions,
-          );
-        }
-        this.#counts.clear();
-        this.#grouping.flushCounts();
-        this.#db.exec("COMMIT");
-      } catch (error) {
-        this.#counts.clear();
-        this.#grouping.clearCounts();
-        try {
-          this.#db.exec("ROLLBACK");
-        } catch { /* already rolled back */ }
-        for (const write of batch) write.reject(error);
-        continue;
-      }
+      // Writes almost never fail: run the batch without a savepoint per
+      // write, and only when one fails roll it all back and run it again
+      // with one (a single write's failure is its own answer).
+      let outcomes = this.#runBatch(batch, false);
+      if (outcomes === "retry") outcomes = this.#runBatch(batch, true);
+      if (outcomes === "retry" || outcomes === "failed") continue;
       batch.forEach((write, i) => {
         const outcome = outcomes[i]!;
         if (outcome.ok) write.resolve(outcome.value);
         else write.reject(outcome.value);
       });
     }
+  }
+
+  /**
+   * Runs a batch of writes in one transaction and commits it. With
+   * `isolated`, each write runs in its own savepoint (a failing write is
+   * undone alone); without, a failing write of a batch of several rolls the
+   * transaction back and answers `"retry"`. `"failed"`: every write was
+   * rejected.
+   */
+  #runBatch(
+    batch: QueuedWrite[],
+    isolated: boolean,
+  ): { ok: boolean; value: unknown }[] | "retry" | "failed" {
+    const outcomes: { ok: boolean; value: unknown }[] = [];
+    try {
+      this.#db.exec("BEGIN IMMEDIATE");
+    } catch (error) {
+      for (const write of batch) write.reject(error);
+      return "failed";
+    }
+    const savepoint = this.#st("savepoint");
+    const release = this.#st("release");
+    for (const write of batch) {
+      if (!isolated) {
+        try {
+          outcomes.push({ ok: true, value: write.run() });
+        } catch (error) {
+          this.#rollback();
+          if (batch.length > 1) return "retry";
+          write.reject(error);
+          return "failed";
+        }
+        continue;
+      }
+      savepoint.run();
+      try {
+        const value = write.run();
+        release.run();
+        outcomes.push({ ok: true, value });
+      } catch (error) {
+        try {
+          this.#st("rollbackTo").run();
+          release.run();
+        } catch (rollbackError) {
+          // SQLite already rolled the whole transaction back.
+          this.#rollback();
+          for (const write of batch) write.reject(rollbackError);
+          return "failed";
+        }
+        outcomes.push({ ok: false, value: error });
+      }
+    }
+    try {
+      for (const count of this.#counts.values()) {
+        this.#st("addCounts").run(
+          count.notebook,
+          count.day,
+          count.reports,
+          count.sessions,
+        );
+      }
+      this.#counts.clear();
+      this.#grouping.flushCounts();
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#rollback();
+      for (const write of batch) write.reject(error);
+      return "failed";
+    }
+    return outcomes;
+  }
+
+  /** Rolls the open transaction back with the batch's pending counts. */
+  #rollback(): void {
+    this.#counts.clear();
+    this.#grouping.clearCounts();
+    try {
+      this.#db.exec("ROLLBACK");
+    } catch { /* already rolled back */ }
   }
 
   /** Adds to the batch's per-day counts; call last in a write, after everything that may throw. */
