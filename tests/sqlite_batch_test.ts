@@ -80,3 +80,48 @@ for (const failing of [[2], [0, 4], [0]]) {
     }
   });
 }
+
+Deno.test("SqliteStorage: reports of one batch to two sessions keep each session's cap and count", async () => {
+  const storage = await openSqliteStorage(":memory:");
+  try {
+    const now = Date.UTC(2026, 0, 5, 12);
+    const a = await storage.createUsage("bench", now);
+    const b = await storage.createUsage("bench", now);
+    // Interleaved in one batch: a gets 5 (cap 3), b gets 2.
+    const sessions = [a, b, a, a, b, a, a];
+    const results = await Promise.all(
+      sessions.map((usage, i) =>
+        storage.addReport({
+          usageUuid: usage.uuid,
+          payload: { ...PAYLOAD, execution_count: i },
+          now: now + i,
+          dedupeWindowMs: 60_000,
+          maxReportsPerSession: 3,
+        })
+      ),
+    );
+    deepEqual(results.map((r) => r.status), [
+      "stored",
+      "stored",
+      "stored",
+      "stored",
+      "stored",
+      "session-limit",
+      "session-limit",
+    ]);
+    equal((await storage.getUsage(a.uuid))!.reportCount, 3);
+    equal((await storage.getUsage(b.uuid))!.reportCount, 2);
+    // The next batch sees the counts the previous one wrote.
+    const more = await storage.addReport({
+      usageUuid: b.uuid,
+      payload: { ...PAYLOAD, execution_count: 99 },
+      now: now + 10,
+      dedupeWindowMs: 60_000,
+      maxReportsPerSession: 3,
+    });
+    equal(more.status, "stored");
+    equal((await storage.getUsage(b.uuid))!.reportCount, 3);
+  } finally {
+    await storage.close();
+  }
+});
