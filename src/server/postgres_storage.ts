@@ -85,7 +85,7 @@ import {
  * ```ts
  * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
  *
- * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4]
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5]
  * ```
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -842,6 +842,331 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       $fn$;
     `,
   },
+  {
+    version: 5,
+    name:
+      "batch groups numbered by the client, latest payload built once per group",
+    sql: `
+      DROP FUNCTION nbr_add_reports(JSONB, INTEGER, INTEGER, BOOLEAN, BIGINT,
+        DOUBLE PRECISION, BIGINT, BIGINT, BOOLEAN);
+      -- A group's latest payload, from a report's fields as the batch has them.
+      CREATE FUNCTION nbr_latest(p_report JSONB, p_notebook TEXT)
+      RETURNS TEXT LANGUAGE sql STABLE AS $fn$
+        SELECT jsonb_build_object('error_name', p_report->'error_name',
+          'error_message', p_report->'error_message',
+          'traceback', (p_report->>'traceback')::jsonb,
+          'first_line', p_report->'first_line',
+          'execution_count', p_report->'execution_count',
+          'notebook', p_notebook)::text
+      $fn$;
+      -- Group commit: a batch of reports in one transaction. Reports of one
+      -- notebook share hot rows (its per-day and per-hour counts, its
+      -- groups, its sessions), so a batch first takes one advisory lock per
+      -- notebook, in a fixed order: concurrent batches of one notebook queue
+      -- instead of deadlocking, batches of other notebooks run in parallel.
+      -- Each report then has its session locked (the per-session cap and the
+      -- duplicate check are exact) and its row stored (or its duplicate
+      -- counted). Each of the batch's groups is found or created (unique
+      -- key, so concurrent first reports make one group) and locked once,
+      -- by its first report; the batch's increments are kept in arrays and
+      -- written once per group, session pair, day and hour, in key order.
+      -- The client numbers the batch's distinct (notebook, fingerprint)
+      -- pairs: report field f (from 0) indexes p_fingerprints (from 1).
+      -- A group's latest payload and error are built once per batch, from
+      -- its last report.
+      CREATE FUNCTION nbr_add_reports(
+        p_batch JSONB, p_fingerprints TEXT[], p_max_first_lines INTEGER,
+        p_max_cells INTEGER, p_notify BOOLEAN, p_min_interval BIGINT,
+        p_spike_factor DOUBLE PRECISION, p_spike_minimum BIGINT,
+        p_lookback BIGINT, p_group BOOLEAN
+      ) RETURNS TABLE (
+        idx INTEGER, status TEXT, report_id BIGINT, group_id BIGINT,
+        created BOOLEAN, reopened BOOLEAN, notice TEXT
+      ) LANGUAGE plpgsql AS $fn$
+      #variable_conflict use_column
+      DECLARE
+        k INTEGER;
+        r RECORD;
+        u RECORD;
+        g RECORD;
+        c INTEGER;
+        v_dup BIGINT;
+        v_group BIGINT;
+        v_kind TEXT;
+        v_hour_count BIGINT;
+        v_from BIGINT;
+        v_past BIGINT;
+        v_avg DOUBLE PRECISION;
+        -- The accepted reports: notebook, day, hour, group, session.
+        a_nb TEXT[] := '{}';
+        a_day TEXT[] := '{}';
+        a_hour BIGINT[] := '{}';
+        a_g BIGINT[] := '{}';
+        a_u BIGINT[] := '{}';
+        -- The batch's groups (position c = f + 1): as locked, then this
+        -- batch's increments, last report, new first lines and cell
+        -- numbers, and the stored count of the hour last looked at.
+        c_id BIGINT[] := '{}';
+        c_state TEXT[] := '{}';
+        c_first_seen BIGINT[] := '{}';
+        c_notice_at BIGINT[] := '{}';
+        c_spike_hour BIGINT[] := '{}';
+        c_n BIGINT[] := '{}';
+        c_last_seen BIGINT[] := '{}';
+        c_last INTEGER[] := '{}';
+        c_lines JSONB[] := '{}';
+        c_cells JSONB[] := '{}';
+        c_hour BIGINT[] := '{}';
+        c_hour_count BIGINT[] := '{}';
+        -- The notices to queue.
+        n_i INTEGER[] := '{}';
+        n_kind TEXT[] := '{}';
+        n_g BIGINT[] := '{}';
+        n_count BIGINT[] := '{}';
+        n_avg DOUBLE PRECISION[] := '{}';
+        n_now BIGINT[] := '{}';
+      BEGIN
+        FOR k IN SELECT DISTINCT hashtext(e->>'notebook')
+            FROM jsonb_array_elements(p_batch) e ORDER BY 1 LOOP
+          PERFORM pg_advisory_xact_lock(74211003, k);
+        END LOOP;
+        FOR r IN SELECT * FROM jsonb_to_recordset(p_batch) AS x(
+            i INTEGER, uuid TEXT, hash TEXT, dedupe_since BIGINT, now BIGINT,
+            max_reports DOUBLE PRECISION, error_name TEXT, error_message TEXT,
+            traceback TEXT, first_line TEXT, execution_count BIGINT,
+            f INTEGER, day TEXT, hour BIGINT, pending BIGINT)
+            ORDER BY x.i LOOP
+          idx := r.i;
+          report_id := NULL;
+          group_id := NULL;
+          created := false;
+          reopened := false;
+          notice := NULL;
+          v_group := NULL;
+          -- The session: its row lock makes the cap and the duplicate check exact.
+          SELECT id, notebook, report_count INTO u FROM usages
+            WHERE uuid = r.uuid FOR UPDATE;
+          IF NOT FOUND THEN
+            status := 'unknown-session';
+            RETURN NEXT;
+            CONTINUE;
+          END IF;
+          IF u.report_count >= coalesce(r.max_reports, 'Infinity'::DOUBLE PRECISION) THEN
+            status := 'session-limit';
+            RETURN NEXT;
+            CONTINUE;
+          END IF;
+          UPDATE usages SET report_count = report_count + 1, last_report_at = r.now
+            WHERE id = u.id;
+          a_nb := a_nb || u.notebook;
+          a_day := a_day || r.day;
+          a_hour := a_hour || r.hour;
+          IF p_group THEN
+            -- The group: found or created, and locked, by its first report
+            -- in the batch.
+            c := r.f + 1;
+            IF c_id[c] IS NULL THEN
+              SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
+                FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprints[c]
+                FOR UPDATE;
+              IF NOT FOUND THEN
+                INSERT INTO groups (notebook, fingerprint, error_name, error_message,
+                    latest, first_seen, last_seen)
+                  VALUES (u.notebook, p_fingerprints[c], r.error_name, r.error_message,
+                    nbr_latest(p_batch->r.i, u.notebook), r.now, r.now)
+                  ON CONFLICT (notebook, fingerprint) DO NOTHING
+                  RETURNING id, state, first_seen, last_notice_at, last_spike_hour INTO g;
+                IF FOUND THEN
+                  created := true;
+                ELSE
+                  SELECT id, state, first_seen, last_notice_at, last_spike_hour INTO g
+                    FROM groups WHERE notebook = u.notebook AND fingerprint = p_fingerprints[c]
+                    FOR UPDATE;
+                END IF;
+              END IF;
+              IF g.state = 'resolved' THEN
+                reopened := true;
+                UPDATE groups SET state = 'open', state_changed_at = r.now
+                  WHERE id = g.id;
+              END IF;
+              c_id[c] := g.id;
+              c_state[c] := CASE WHEN reopened THEN 'open' ELSE g.state END;
+              c_first_seen[c] := g.first_seen;
+              c_notice_at[c] := g.last_notice_at;
+              c_spike_hour[c] := g.last_spike_hour;
+              c_n[c] := 0;
+              c_last_seen[c] := r.now;
+              c_lines[c] := '[]'::jsonb;
+              c_cells[c] := '[]'::jsonb;
+            END IF;
+            v_group := c_id[c];
+            group_id := v_group;
+            c_n[c] := c_n[c] + 1;
+            c_last_seen[c] := greatest(c_last_seen[c], r.now);
+            c_last[c] := r.i;
+            IF NOT c_lines[c] @> jsonb_build_array(r.first_line) THEN
+              c_lines[c] := c_lines[c] || jsonb_build_array(r.first_line);
+            END IF;
+            IF r.execution_count IS NOT NULL
+                AND NOT c_cells[c] @> jsonb_build_array(r.execution_count) THEN
+              c_cells[c] := c_cells[c] || jsonb_build_array(r.execution_count);
+            END IF;
+            a_g := a_g || c_id[c];
+            a_u := a_u || u.id;
+          END IF;
+          -- The report: a duplicate of the session within the window is counted.
+          SELECT id INTO v_dup FROM reports
+            WHERE usage_id = u.id AND payload_hash = r.hash AND created_at > r.dedupe_since
+            ORDER BY created_at DESC LIMIT 1;
+          IF v_dup IS NOT NULL THEN
+            UPDATE reports SET occurrences = occurrences + 1, last_seen_at = r.now
+              WHERE id = v_dup;
+            report_id := v_dup;
+            status := 'duplicate';
+          ELSE
+            INSERT INTO reports (usage_id, notebook, created_at, last_seen_at,
+                payload_hash, error_name, error_message, traceback, first_line,
+                execution_count, group_id)
+              VALUES (u.id, u.notebook, r.now, r.now, r.hash, r.error_name,
+                r.error_message, r.traceback, r.first_line, r.execution_count,
+                v_group)
+              RETURNING id INTO report_id;
+            status := 'stored';
+          END IF;
+          -- The notice, under the group's lock: at most one per interval.
+          IF p_group AND p_notify AND c_state[c] <> 'ignored'
+              AND (c_notice_at[c] IS NULL OR r.now - c_notice_at[c] >= p_min_interval) THEN
+            v_kind := NULL;
+            v_hour_count := NULL;
+            v_avg := NULL;
+            IF created THEN
+              v_kind := 'new';
+            ELSIF reopened THEN
+              v_kind := 'regression';
+            ELSIF c_spike_hour[c] IS DISTINCT FROM r.hour THEN
+              -- This hour's reports: stored ones, earlier ones of this batch, this one.
+              IF c_hour[c] IS DISTINCT FROM r.hour THEN
+                SELECT coalesce(max(count), 0) INTO v_past FROM group_hours h
+                  WHERE h.group_id = c_id[c] AND h.hour = r.hour;
+                c_hour[c] := r.hour;
+                c_hour_count[c] := v_past;
+              END IF;
+              v_hour_count := c_hour_count[c] + r.pending + 1;
+              IF v_hour_count >= p_spike_minimum THEN
+                v_from := greatest(r.hour - p_lookback,
+                  floor(c_first_seen[c] / 3600000.0)::BIGINT);
+                IF r.hour - v_from > 0 THEN
+                  SELECT coalesce(sum(count), 0) INTO v_past FROM group_hours h
+                    WHERE h.group_id = c_id[c] AND h.hour >= v_from AND h.hour < r.hour;
+                  v_avg := v_past::DOUBLE PRECISION / (r.hour - v_from);
+                  IF v_hour_count > p_spike_factor * v_avg THEN
+                    v_kind := 'spike';
+                  END IF;
+                END IF;
+              END IF;
+            END IF;
+            IF v_kind IS NOT NULL THEN
+              notice := v_kind;
+              c_notice_at[c] := r.now;
+              IF v_kind = 'spike' THEN
+                c_spike_hour[c] := r.hour;
+              END IF;
+              UPDATE groups SET last_notice_at = r.now,
+                last_spike_hour = CASE WHEN v_kind = 'spike' THEN r.hour
+                  ELSE last_spike_hour END
+                WHERE id = c_id[c];
+              n_i := n_i || r.i;
+              n_kind := n_kind || v_kind;
+              n_g := n_g || c_id[c];
+              n_count := n_count || v_hour_count;
+              n_avg := n_avg || v_avg;
+              n_now := n_now || r.now;
+            END IF;
+          END IF;
+          RETURN NEXT;
+        END LOOP;
+        INSERT INTO daily_counts (notebook, day, reports)
+          SELECT d.nb, d.day, count(*) FROM unnest(a_nb, a_day) AS d(nb, day)
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (notebook, day)
+          DO UPDATE SET reports = daily_counts.reports + excluded.reports;
+        IF NOT p_group OR coalesce(array_length(a_g, 1), 0) = 0 THEN
+          RETURN;
+        END IF;
+        -- Each group once: counts, new sessions (each pair inserted once,
+        -- looked up first: cheaper than a conflicting insert), latest
+        -- report, first lines, cell numbers.
+        WITH s AS (
+          INSERT INTO group_sessions (group_id, usage_id)
+            SELECT DISTINCT p.g, p.u FROM unnest(a_g, a_u) AS p(g, u)
+            WHERE NOT EXISTS (SELECT 1 FROM group_sessions x
+              WHERE x.group_id = p.g AND x.usage_id = p.u)
+            ORDER BY 1, 2
+            ON CONFLICT DO NOTHING
+            RETURNING group_id AS g
+        ), ns AS (
+          SELECT s.g, count(*) AS n FROM s GROUP BY s.g
+        )
+        UPDATE groups gr SET count = gr.count + b.n,
+            sessions = gr.sessions + coalesce(ns.n, 0),
+            last_seen = greatest(gr.last_seen, b.last_seen),
+            error_name = b.e->>'error_name', error_message = b.e->>'error_message',
+            latest = nbr_latest(b.e, gr.notebook),
+            -- Merged only when something may be added (a full list, or
+            -- values all seen, stays as it is).
+            first_lines = CASE WHEN gr.first_lines::jsonb @> b.lines
+                OR jsonb_array_length(gr.first_lines::jsonb) >= p_max_first_lines
+              THEN gr.first_lines
+              ELSE nbr_merge_distinct(gr.first_lines, b.lines, p_max_first_lines) END,
+            cell_numbers = CASE WHEN gr.cell_numbers::jsonb @> b.cells
+                OR jsonb_array_length(gr.cell_numbers::jsonb) >= p_max_cells
+              THEN gr.cell_numbers
+              ELSE nbr_merge_distinct(gr.cell_numbers, b.cells, p_max_cells) END
+          FROM (SELECT x.g, x.n, x.last_seen, p_batch->x.last AS e, x.lines, x.cells
+              FROM unnest(c_id, c_n, c_last_seen, c_last, c_lines, c_cells)
+                AS x(g, n, last_seen, last, lines, cells)
+              WHERE x.g IS NOT NULL) AS b
+            LEFT JOIN ns ON ns.g = b.g
+          WHERE gr.id = b.g;
+        INSERT INTO group_days (group_id, day, count)
+          SELECT d.g, d.day, count(*) FROM unnest(a_g, a_day) AS d(g, day)
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (group_id, day)
+          DO UPDATE SET count = group_days.count + excluded.count;
+        INSERT INTO group_hours (group_id, hour, count)
+          SELECT d.g, d.hour, count(*) FROM unnest(a_g, a_hour) AS d(g, hour)
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (group_id, hour)
+          DO UPDATE SET count = group_hours.count + excluded.count;
+        INSERT INTO notebook_hours (notebook, hour, reports)
+          SELECT d.nb, d.hour, count(*) FROM unnest(a_nb, a_hour) AS d(nb, hour)
+          GROUP BY 1, 2 ORDER BY 1, 2
+          ON CONFLICT (notebook, hour)
+          DO UPDATE SET reports = notebook_hours.reports + excluded.reports;
+        IF coalesce(array_length(n_kind, 1), 0) = 0 THEN
+          RETURN;
+        END IF;
+        -- The notices, with the group as it stands after this batch.
+        INSERT INTO notices (kind, group_id, created_at, next_attempt_at, data)
+          SELECT n.kind, n.g, n.now, n.now, (
+              jsonb_build_object('kind', n.kind,
+                'group', jsonb_build_object('id', gr.id, 'notebook', gr.notebook,
+                  'fingerprint', gr.fingerprint, 'errorName', gr.error_name,
+                  'errorMessage', gr.error_message, 'count', gr.count,
+                  'sessions', gr.sessions, 'firstSeen', gr.first_seen,
+                  'lastSeen', gr.last_seen, 'state', gr.state),
+                'latest', nbr_latest(p_batch->n.i, gr.notebook)::jsonb)
+              || CASE WHEN n.kind = 'spike'
+                THEN jsonb_build_object('hourCount', n.hc, 'hourlyAverage', n.avg)
+                ELSE '{}'::jsonb END)::text
+          FROM unnest(n_i, n_kind, n_g, n_count, n_avg, n_now)
+              WITH ORDINALITY AS n(i, kind, g, hc, avg, now, o)
+            JOIN groups gr ON gr.id = n.g
+          ORDER BY n.o;
+      END
+      $fn$;
+    `,
+  },
 ];
 
 /**
@@ -883,8 +1208,16 @@ const OUTBOX_LOCK = 74_211_002;
 const NOTEBOOK_CACHE_SIZE = 10_000;
 /** Reports stored in one transaction at most (group commit). */
 const MAX_BATCH = 32;
-/** Batches sent at once (batches of one notebook queue in the database). */
+/** Batches sent at once. */
 const MAX_BATCHES_IN_FLIGHT = 4;
+/**
+ * Batches holding one notebook's reports sent at once: they queue for the
+ * notebook's lock in the database anyway, so one running and one waiting
+ * (its round trip hidden) is enough; the notebook's other reports wait here
+ * and make the next batch larger, which spreads its fixed costs (the
+ * notebook's and its groups' hot rows, written once per batch) thinner.
+ */
+const MAX_BATCHES_PER_NOTEBOOK = 2;
 
 interface QueuedReport {
   input: AddReportInput;
@@ -992,6 +1325,8 @@ export class PostgresStorage implements Storage {
   #notebooks = new Map<string, string>();
   #queue: QueuedReport[] = [];
   #inFlight = 0;
+  /** Batches in flight per notebook they hold reports of. */
+  #notebookBatches = new Map<string, number>();
 
   /**
    * Creates the connection pool (connections open lazily); call
@@ -1183,13 +1518,43 @@ export class PostgresStorage implements Storage {
     return await this.#result(input, notebook, row);
   }
 
-  /** Sends queued reports in batches, a few batches in flight at a time. */
+  /**
+   * Sends queued reports in batches, a few batches in flight at a time and
+   * at most {@linkcode MAX_BATCHES_PER_NOTEBOOK} per notebook; each
+   * notebook's reports keep their order.
+   */
   #drain(): void {
     while (this.#queue.length > 0 && this.#inFlight < MAX_BATCHES_IN_FLIGHT) {
-      const batch = this.#queue.splice(0, MAX_BATCH);
+      const batch: QueuedReport[] = [];
+      const waiting: QueuedReport[] = [];
+      for (const item of this.#queue) {
+        if (
+          batch.length < MAX_BATCH &&
+          (this.#notebookBatches.get(item.notebook) ?? 0) <
+            MAX_BATCHES_PER_NOTEBOOK
+        ) {
+          batch.push(item);
+        } else {
+          waiting.push(item);
+        }
+      }
+      if (batch.length === 0) return;
+      this.#queue = waiting;
+      const notebooks = new Set(batch.map((item) => item.notebook));
+      for (const notebook of notebooks) {
+        this.#notebookBatches.set(
+          notebook,
+          (this.#notebookBatches.get(notebook) ?? 0) + 1,
+        );
+      }
       this.#inFlight++;
       this.#sendBatch(batch).finally(() => {
         this.#inFlight--;
+        for (const notebook of notebooks) {
+          const n = this.#notebookBatches.get(notebook)! - 1;
+          if (n === 0) this.#notebookBatches.delete(notebook);
+          else this.#notebookBatches.set(notebook, n);
+        }
         this.#drain();
       });
     }
@@ -1216,18 +1581,31 @@ export class PostgresStorage implements Storage {
   #callBatch(batch: QueuedReport[]): Promise<Row[]> {
     const policy = this.#policy;
     const seen = new Map<string, number>();
+    // The batch's distinct (notebook, fingerprint) pairs, numbered from 0.
+    const groups = new Map<string, number>();
+    const fingerprints: string[] = [];
     const elements = batch.map(({ input, notebook }, i) => {
       const p = input.payload;
-      const payload = { ...p, notebook };
       const now = input.now;
-      const fingerprint = this.#grouping ? errorFingerprint(payload) : "";
-      // Earlier reports of this batch in the same group and hour, for spikes.
-      const key = `${notebook}\u0000${fingerprint}\u0000${utcHour(now)}`;
-      const pending = seen.get(key) ?? 0;
-      seen.set(key, pending + 1);
+      let f = 0;
+      let pending = 0;
+      if (this.#grouping) {
+        const fingerprint = errorFingerprint({ ...p, notebook });
+        const group = `${notebook}\u0000${fingerprint}`;
+        f = groups.get(group) ?? -1;
+        if (f < 0) {
+          f = fingerprints.push(fingerprint) - 1;
+          groups.set(group, f);
+        }
+        // Earlier reports of this batch in the same group and hour, for spikes.
+        const key = `${f}\u0000${utcHour(now)}`;
+        pending = seen.get(key) ?? 0;
+        seen.set(key, pending + 1);
+      }
       return {
         pending,
         i,
+        f,
         notebook,
         uuid: input.usageUuid,
         hash: payloadHash(p),
@@ -1241,16 +1619,15 @@ export class PostgresStorage implements Storage {
         traceback: JSON.stringify(p.traceback),
         first_line: p.first_line,
         execution_count: p.execution_count,
-        fingerprint,
-        latest: this.#grouping ? JSON.stringify(payload) : "",
         day: utcDay(now),
         hour: utcHour(now),
       };
     });
     return this.#q(
-      `SELECT * FROM nbr_add_reports(($1::text)::jsonb, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      `SELECT * FROM nbr_add_reports(($1::text)::jsonb, $2::text[], $3, $4, $5, $6, $7, $8, $9, $10)`,
       [
         JSON.stringify(elements),
+        fingerprints,
         GROUP_LIMITS.firstLines,
         GROUP_LIMITS.cellNumbers,
         policy !== undefined,

@@ -130,6 +130,13 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     name: "each group locked and written once per batch",
     sql: "",
   },
+  {
+    // PostgreSQL's batch function changed again; nothing to do on SQLite.
+    version: 5,
+    name:
+      "batch groups numbered by the client, latest payload built once per group",
+    sql: "",
+  },
 ];
 
 /**
@@ -239,7 +246,7 @@ export function openSqliteStorage(
  * import { SqliteStorage } from "./sqlite_storage.ts";
  *
  * const storage = new SqliteStorage(":memory:");
- * console.log(storage.schemaVersion); // 4
+ * console.log(storage.schemaVersion); // 5
  * await storage.close();
  * ```
  */
