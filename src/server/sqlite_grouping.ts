@@ -189,6 +189,17 @@ interface NoticeRow {
   hour: number | null;
 }
 
+/** One report's share of the batch's counts, until its write succeeded. */
+interface StagedReport {
+  groupId: number;
+  notebook: string;
+  now: number;
+  hour: number;
+  hourKey: string;
+  /** The `group:usage` pair whose group_sessions row the write added. */
+  sessionKey: string | undefined;
+}
+
 const GROUP_COLUMNS = `id, notebook, fingerprint, error_name, error_message,
   count, sessions, first_seen, last_seen, state`;
 
@@ -221,7 +232,10 @@ export class SqliteGrouping {
   #policy: NoticePolicy | undefined;
   #enabled: boolean;
   #st: Record<string, StatementSync> = {};
-  /** Per-day, per-hour and per-notebook-hour counts of the open batch, written before COMMIT. */
+  /**
+   * Per-day, per-hour and per-notebook-hour counts of the open batch's
+   * succeeded writes, written before COMMIT.
+   */
   #days = new Map<string, { groupId: number; day: string; n: number }>();
   #hours = new Map<string, { groupId: number; hour: number; n: number }>();
   /** `group:usage` pairs known to be in group_sessions (skips the insert). */
@@ -230,6 +244,12 @@ export class SqliteGrouping {
     string,
     { notebook: string; hour: number; n: number }
   >();
+  /**
+   * What the running write's reports add to the batch's counts and to the
+   * known sessions: merged by {@linkcode commitWrite} once the write
+   * succeeded, dropped by {@linkcode discardWrite} when it was undone.
+   */
+  #staged: StagedReport[] = [];
 
   /**
    * Prepares the statements; the schema must be at version 2 or later.
@@ -286,7 +306,9 @@ export class SqliteGrouping {
 
   /**
    * Counts a report in its group (creating or reopening it) and queues a
-   * notice when the policy says so. Runs inside the write transaction.
+   * notice when the policy says so. Runs inside the write transaction; its
+   * counts join the batch's at {@linkcode commitWrite}, once the write
+   * succeeded.
    *
    * @param input The report.
    * @returns What happened to the group; `undefined` when grouping is off.
@@ -310,6 +332,8 @@ export class SqliteGrouping {
       }
       | undefined;
     let id: number;
+    /** The `group:usage` pair when this write inserted (or met) its row. */
+    let sessionKey: string | undefined;
     let created = false;
     let reopened = false;
     let state: GroupState = "open";
@@ -330,17 +354,17 @@ export class SqliteGrouping {
         ),
       ) as { id: number }).id;
       this.#st.addSession!.run(id, input.usageId);
-      this.#rememberSession(`${id}:${input.usageId}`);
+      sessionKey = `${id}:${input.usageId}`;
     } else {
       id = found.id;
       firstSeen = found.first_seen;
-      const sessionKey = `${id}:${input.usageId}`;
+      const key = `${id}:${input.usageId}`;
       let newSession = 0;
-      if (!this.#sessions.has(sessionKey)) {
+      if (!this.#sessions.has(key)) {
         newSession = Number(
           this.#st.addSession!.run(id, input.usageId).changes,
         );
-        this.#rememberSession(sessionKey);
+        sessionKey = key;
       }
       reopened = found.state === "resolved";
       state = reopened ? "open" : found.state;
@@ -365,19 +389,16 @@ export class SqliteGrouping {
         id,
       );
     }
-    const day = utcDay(now);
-    const dayKey = `${id}\u0000${day}`;
-    const dayCount = this.#days.get(dayKey);
-    if (dayCount) dayCount.n++;
-    else this.#days.set(dayKey, { groupId: id, day, n: 1 });
+    // Counted in the batch only once the write succeeded (commitWrite).
     const hourKey = `${id}\u0000${hour}`;
-    const pendingHour = this.#hours.get(hourKey);
-    if (pendingHour) pendingHour.n++;
-    else this.#hours.set(hourKey, { groupId: id, hour, n: 1 });
-    const notebookKey = `${notebook}\u0000${hour}`;
-    const notebookCount = this.#notebookHours.get(notebookKey);
-    if (notebookCount) notebookCount.n++;
-    else this.#notebookHours.set(notebookKey, { notebook, hour, n: 1 });
+    this.#staged.push({
+      groupId: id,
+      notebook,
+      now,
+      hour,
+      hourKey,
+      sessionKey,
+    });
 
     const outcome: GroupOutcome = { id, created, reopened };
     const policy = this.#policy;
@@ -385,7 +406,9 @@ export class SqliteGrouping {
     const stored = created
       ? undefined
       : this.#st.hourCount!.get(id, hour) as { count: number } | undefined;
-    const hourCount = (stored?.count ?? 0) + this.#hours.get(hourKey)!.n;
+    // Stored, plus the batch's earlier writes, plus this report.
+    const hourCount = (stored?.count ?? 0) +
+      (this.#hours.get(hourKey)?.n ?? 0) + 1;
     let kind: "new" | "regression" | "spike" | undefined;
     let hourlyAverage: number | undefined;
     if (created) kind = "new";
@@ -436,8 +459,50 @@ export class SqliteGrouping {
     this.#notebookHours.clear();
   }
 
+  /**
+   * Adds the running write's reports to the batch's counts and known
+   * sessions; the storage calls it when the write succeeded.
+   */
+  commitWrite(): void {
+    const staged = this.#staged;
+    if (staged.length === 0) return;
+    for (const r of staged) {
+      const day = utcDay(r.now);
+      const dayKey = `${r.groupId}\u0000${day}`;
+      const dayCount = this.#days.get(dayKey);
+      if (dayCount) dayCount.n++;
+      else this.#days.set(dayKey, { groupId: r.groupId, day, n: 1 });
+      const hourCount = this.#hours.get(r.hourKey);
+      if (hourCount) hourCount.n++;
+      else {
+        this.#hours.set(r.hourKey, { groupId: r.groupId, hour: r.hour, n: 1 });
+      }
+      const notebookKey = `${r.notebook}\u0000${r.hour}`;
+      const notebookCount = this.#notebookHours.get(notebookKey);
+      if (notebookCount) notebookCount.n++;
+      else {
+        this.#notebookHours.set(notebookKey, {
+          notebook: r.notebook,
+          hour: r.hour,
+          n: 1,
+        });
+      }
+      if (r.sessionKey !== undefined) this.#rememberSession(r.sessionKey);
+    }
+    staged.length = 0;
+  }
+
+  /**
+   * Forgets the running write's reports; the storage calls it when the
+   * write failed and its statements were rolled back.
+   */
+  discardWrite(): void {
+    this.#staged.length = 0;
+  }
+
   /** Drops the batch's pending counts (the batch rolled back). */
   clearCounts(): void {
+    this.#staged.length = 0;
     this.#days.clear();
     this.#hours.clear();
     this.#notebookHours.clear();

@@ -3,9 +3,12 @@
  * mode, with versioned migrations, prepared statements and group commit.
  *
  * Writes are queued and run together in one transaction per event-loop turn
- * (group commit); each write runs inside its own savepoint, so one failing
- * write never undoes another. A write's promise resolves after the COMMIT
- * returned, so the HTTP layer acknowledges only committed reports.
+ * (group commit), without a savepoint per write; when one fails, the
+ * transaction is rolled back and the batch run again with a savepoint per
+ * write, so one failing write never undoes another. A write's counts (per
+ * day, per group and hour) join the batch's only once the write succeeded,
+ * and are written just before COMMIT. A write's promise resolves after the
+ * COMMIT returned, so the HTTP layer acknowledges only committed reports.
  *
  * @module
  */
@@ -259,11 +262,18 @@ export class SqliteStorage implements Storage {
   #closed = false;
   #maxBatch: number;
   #statements: Record<string, StatementSync> = {};
-  /** Per-day counts of the batch being written, flushed before its COMMIT. */
+  /**
+   * Per-day counts of the batch's succeeded writes, flushed before its
+   * COMMIT.
+   */
   #counts = new Map<
     string,
     { notebook: string; day: string; reports: number; sessions: number }
   >();
+  /** The running write's per-day count, added to `#counts` once it succeeded. */
+  #staged:
+    | { notebook: string; now: number; reports: number; sessions: number }
+    | undefined;
   #grouping: SqliteGrouping;
   #checkpointer: Checkpointer | undefined;
 
@@ -458,6 +468,7 @@ export class SqliteStorage implements Storage {
       if (!isolated) {
         try {
           outcomes.push({ ok: true, value: write.run() });
+          this.#commitWrite();
         } catch (error) {
           this.#rollback();
           if (batch.length > 1) return "retry";
@@ -470,8 +481,12 @@ export class SqliteStorage implements Storage {
       try {
         const value = write.run();
         release.run();
+        this.#commitWrite();
         outcomes.push({ ok: true, value });
       } catch (error) {
+        // Its statements are undone: so are its counts.
+        this.#staged = undefined;
+        this.#grouping.discardWrite();
         try {
           this.#st("rollbackTo").run();
           release.run();
@@ -504,8 +519,32 @@ export class SqliteStorage implements Storage {
     return outcomes;
   }
 
+  /** Adds the write that just succeeded to the batch's pending counts. */
+  #commitWrite(): void {
+    const staged = this.#staged;
+    if (staged !== undefined) {
+      this.#staged = undefined;
+      const day = utcDay(staged.now);
+      const key = `${day}\u0000${staged.notebook}`;
+      const count = this.#counts.get(key);
+      if (count) {
+        count.reports += staged.reports;
+        count.sessions += staged.sessions;
+      } else {
+        this.#counts.set(key, {
+          notebook: staged.notebook,
+          day,
+          reports: staged.reports,
+          sessions: staged.sessions,
+        });
+      }
+    }
+    this.#grouping.commitWrite();
+  }
+
   /** Rolls the open transaction back with the batch's pending counts. */
   #rollback(): void {
+    this.#staged = undefined;
     this.#counts.clear();
     this.#grouping.clearCounts();
     try {
@@ -513,22 +552,17 @@ export class SqliteStorage implements Storage {
     } catch { /* already rolled back */ }
   }
 
-  /** Adds to the batch's per-day counts; call last in a write, after everything that may throw. */
+  /**
+   * Sets the running write's per-day count (at most one per write), added to
+   * the batch's only when the write succeeded.
+   */
   #count(
     notebook: string,
     now: number,
     reports: number,
     sessions: number,
   ): void {
-    const day = utcDay(now);
-    const key = `${day}\u0000${notebook}`;
-    const count = this.#counts.get(key);
-    if (count) {
-      count.reports += reports;
-      count.sessions += sessions;
-    } else {
-      this.#counts.set(key, { notebook, day, reports, sessions });
-    }
+    this.#staged = { notebook, now, reports, sessions };
   }
 
   /** Creates a session for a notebook and counts it for the day. */
