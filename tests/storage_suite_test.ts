@@ -102,6 +102,7 @@ engineTest(
     assertEquals(dup.report.id, first.report.id);
     assertEquals(dup.report.occurrences, 2);
     assertEquals(dup.report.lastSeenAt, T0 + 59_999);
+    assertEquals(dup.report.notebook, "nb");
     // Outside the window the same payload is stored again.
     const later = await storage.addReport(
       input(usage.uuid, 1, T0 + 120_000, { maxReportsPerSession: 3 }),
