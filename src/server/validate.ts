@@ -285,6 +285,20 @@ function fail(checker: Checker): never {
   throw new HttpError(422, checker.problems.slice(0, 10));
 }
 
+/** Fails with a 422 unless the body is a JSON object. */
+function requireObject(
+  checker: Checker,
+  body: unknown,
+): asserts body is Record<string, unknown> {
+  if (isRecord(body)) return;
+  checker.problems.push({
+    loc: ["body"],
+    msg: `must be a JSON object, got ${typeName(body)}`,
+    type: "type_error",
+  });
+  fail(checker);
+}
+
 /**
  * Validates the body of `POST /usages/`: `{"notebook": string}`, unknown
  * fields dropped.
@@ -302,14 +316,7 @@ function fail(checker: Checker): never {
  */
 export function validateUsageCreate(body: unknown): { notebook: string } {
   const checker = new Checker();
-  if (!isRecord(body)) {
-    checker.problems.push({
-      loc: ["body"],
-      msg: `must be a JSON object, got ${typeName(body)}`,
-      type: "type_error",
-    });
-    fail(checker);
-  }
+  requireObject(checker, body);
   const notebook = checker.string(
     body.notebook,
     ["notebook"],
@@ -347,14 +354,7 @@ export function validateUsageCreate(body: unknown): { notebook: string } {
  */
 export function validatePayload(body: unknown): ErrorPayload {
   const checker = new Checker();
-  if (!isRecord(body)) {
-    checker.problems.push({
-      loc: ["body"],
-      msg: `must be a JSON object, got ${typeName(body)}`,
-      type: "type_error",
-    });
-    fail(checker);
-  }
+  requireObject(checker, body);
   const errorName = checker.string(
     body.error_name,
     ["error_name"],
