@@ -124,6 +124,64 @@ engineTest(
 );
 
 engineTest(
+  "Storage.addReport() counts a duplicate across a restart within the window",
+  async ({ open }) => {
+    const first = await open();
+    const usage = await first.createUsage("nb", T0);
+    const stored = await first.addReport(input(usage.uuid, 1, T0));
+    assert(stored.status === "stored");
+    const other = await first.addReport(input(usage.uuid, 2, T0 + 1_000));
+    assert(other.status === "stored");
+    await first.close();
+    // A new instance on the same data knows what the last one stored.
+    const second = await open();
+    const dup = await second.addReport(input(usage.uuid, 1, T0 + 30_000));
+    assert(dup.status === "duplicate");
+    assertEquals(dup.report.id, stored.report.id);
+    assertEquals(dup.report.occurrences, 2);
+    // Past the window of the first report, it is stored again; the second
+    // report's window is still open.
+    const later = await second.addReport(input(usage.uuid, 1, T0 + 60_000));
+    assertEquals(later.status, "stored");
+    const dup2 = await second.addReport(input(usage.uuid, 2, T0 + 60_000));
+    assert(dup2.status === "duplicate");
+    assertEquals(dup2.report.id, other.report.id);
+    // Another session's identical payload is its own report.
+    const peer = await second.createUsage("nb", T0);
+    assertEquals(
+      (await second.addReport(input(peer.uuid, 2, T0 + 60_000))).status,
+      "stored",
+    );
+    // A window reaching further back finds the latest of the session's
+    // reports with that payload.
+    const wide = await second.addReport(
+      input(usage.uuid, 1, T0 + 61_000, { dedupeWindowMs: 600_000 }),
+    );
+    assert(wide.status === "duplicate");
+    assert(later.status === "stored");
+    assertEquals(wide.report.id, later.report.id);
+  },
+);
+
+engineTest(
+  "Storage.addReport() stores a report again once its duplicate's group was deleted",
+  async ({ open }) => {
+    const storage = await open();
+    const usage = await storage.createUsage("nb", T0);
+    const stored = await storage.addReport(input(usage.uuid, 1, T0));
+    assert(stored.status === "stored" && stored.group !== undefined);
+    assertEquals(await storage.deleteGroup(stored.group.id), true);
+    const again = await storage.addReport(input(usage.uuid, 1, T0 + 1_000));
+    assert(again.status === "stored");
+    assertEquals(again.report.occurrences, 1);
+    assert(again.report.id !== stored.report.id);
+    const dup = await storage.addReport(input(usage.uuid, 1, T0 + 2_000));
+    assert(dup.status === "duplicate");
+    assertEquals(dup.report.id, again.report.id);
+  },
+);
+
+engineTest(
   "Storage resolves concurrent writes each after commit, one row each",
   async ({ open }) => {
     const storage = await open();

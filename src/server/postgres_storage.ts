@@ -85,7 +85,7 @@ import {
  * ```ts
  * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
  *
- * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5]
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6]
  * ```
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -1166,6 +1166,15 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       END
       $fn$;
     `,
+  },
+  {
+    // SQLite dropped its (usage_id, payload_hash, created_at) index and finds
+    // duplicates in memory; PostgreSQL's batch function still looks them up
+    // through that index (each instance sees the others' reports), so it
+    // stays, and this version only keeps both engines' versions aligned.
+    version: 6,
+    name: "duplicates found without the (session, payload hash) index",
+    sql: "",
   },
 ];
 

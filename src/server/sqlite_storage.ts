@@ -10,6 +10,10 @@
  * and are written just before COMMIT. A write's promise resolves after the
  * COMMIT returned, so the HTTP layer acknowledges only committed reports.
  *
+ * A session's identical reports within the dedupe window are found in
+ * memory (`_sqlite_dedupe_window.ts`, loaded from the table on first use and
+ * kept as writes commit), not through an index on the random payload hash.
+ *
  * @module
  */
 
@@ -20,6 +24,10 @@ import {
   startCheckpointer,
 } from "./_sqlite_checkpointer.ts";
 import type { TracebackFrame } from "../types.ts";
+import {
+  DedupeWindow,
+  DEFAULT_DEDUPE_CAPACITY,
+} from "./_sqlite_dedupe_window.ts";
 import {
   SQLITE_GROUPING_INDEX_MIGRATION,
   SQLITE_GROUPING_MIGRATION,
@@ -140,6 +148,14 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       "batch groups numbered by the client, latest payload built once per group",
     sql: "",
   },
+  {
+    // Duplicates are found in memory (_sqlite_dedupe_window.ts): the index
+    // keyed by the random payload hash cost a random leaf page write per
+    // report at commit.
+    version: 6,
+    name: "duplicates found without the (session, payload hash) index",
+    sql: "DROP INDEX reports_usage_hash;",
+  },
 ];
 
 /**
@@ -172,6 +188,14 @@ export interface SqliteStorageOptions {
    * reports only: for measuring what grouping costs. @default {true}
    */
   grouping?: boolean;
+  /**
+   * The most reports the in-memory duplicate finder remembers (the latest
+   * of each session's distinct payloads within the dedupe window). Past it
+   * the oldest are forgotten, so in a flood of more distinct reports than
+   * this within one window, a repeat of a forgotten one is stored again
+   * instead of counted. @default {100000}
+   */
+  dedupeCapacity?: number;
 }
 
 interface QueuedWrite {
@@ -249,7 +273,7 @@ export function openSqliteStorage(
  * import { SqliteStorage } from "./sqlite_storage.ts";
  *
  * const storage = new SqliteStorage(":memory:");
- * console.log(storage.schemaVersion); // 5
+ * console.log(storage.schemaVersion); // 6
  * await storage.close();
  * ```
  */
@@ -275,6 +299,7 @@ export class SqliteStorage implements Storage {
     | { notebook: string; now: number; reports: number; sessions: number }
     | undefined;
   #grouping: SqliteGrouping;
+  #dedupe: DedupeWindow;
   #checkpointer: Checkpointer | undefined;
 
   /**
@@ -298,6 +323,10 @@ export class SqliteStorage implements Storage {
     `);
     this.#migrate();
     this.#prepare();
+    this.#dedupe = new DedupeWindow(
+      this.#db,
+      options.dedupeCapacity ?? DEFAULT_DEDUPE_CAPACITY,
+    );
     this.#grouping = new SqliteGrouping(
       this.#db,
       options.notices,
@@ -387,9 +416,6 @@ export class SqliteStorage implements Storage {
         SET reports = reports + excluded.reports, sessions = sessions + excluded.sessions`,
       claimReport: `UPDATE usages SET report_count = report_count + 1,
         last_report_at = ?3 WHERE uuid = ?1 AND report_count < ?2 RETURNING id, notebook`,
-      findDuplicate: `SELECT id FROM reports
-        WHERE usage_id = ? AND payload_hash = ? AND created_at > ?
-        ORDER BY created_at DESC LIMIT 1`,
       bumpDuplicate:
         "UPDATE reports SET occurrences = occurrences + 1, last_seen_at = ? WHERE id = ?",
       insertReport:
@@ -487,6 +513,7 @@ export class SqliteStorage implements Storage {
         // Its statements are undone: so are its counts.
         this.#staged = undefined;
         this.#grouping.discardWrite();
+        this.#dedupe.discardWrite();
         try {
           this.#st("rollbackTo").run();
           release.run();
@@ -516,6 +543,7 @@ export class SqliteStorage implements Storage {
       for (const write of batch) write.reject(error);
       return "failed";
     }
+    this.#dedupe.commitBatch();
     return outcomes;
   }
 
@@ -540,6 +568,7 @@ export class SqliteStorage implements Storage {
       }
     }
     this.#grouping.commitWrite();
+    this.#dedupe.commitWrite();
   }
 
   /** Rolls the open transaction back with the batch's pending counts. */
@@ -547,6 +576,7 @@ export class SqliteStorage implements Storage {
     this.#staged = undefined;
     this.#counts.clear();
     this.#grouping.clearCounts();
+    this.#dedupe.rollbackBatch();
     try {
       this.#db.exec("ROLLBACK");
     } catch { /* already rolled back */ }
@@ -614,14 +644,14 @@ export class SqliteStorage implements Storage {
         payload: input.payload,
         now,
       });
-      const duplicate = this.#st("findDuplicate").get(
-        usage.id,
-        hash,
+      const key = DedupeWindow.key(usage.id, hash);
+      const duplicate = this.#countDuplicate(
+        key,
         now - input.dedupeWindowMs,
-      ) as { id: number } | undefined;
-      if (duplicate) {
-        this.#st("bumpDuplicate").run(now, duplicate.id);
-        const report = this.#reportById(duplicate.id);
+        now,
+      );
+      if (duplicate !== undefined) {
+        const report = this.#reportById(duplicate);
         this.#count(usage.notebook, now, 1, 0);
         return { status: "duplicate", report, group };
       }
@@ -639,6 +669,7 @@ export class SqliteStorage implements Storage {
         p.execution_count,
         group?.id ?? null,
       ) as { id: number };
+      this.#dedupe.stage(key, row.id, now);
       this.#count(usage.notebook, now, 1, 0);
       return {
         status: "stored",
@@ -658,6 +689,27 @@ export class SqliteStorage implements Storage {
         },
       };
     });
+  }
+
+  /**
+   * Counts an occurrence of the session's latest report with this payload
+   * created after `cutoff`, and returns its id; `undefined` when there is
+   * none. Should the finder name a row deleted behind its back (no row
+   * counted), it reloads from the table and tries once more.
+   */
+  #countDuplicate(
+    key: string,
+    cutoff: number,
+    now: number,
+  ): number | undefined {
+    const bump = this.#st("bumpDuplicate");
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const found = this.#dedupe.find(key, cutoff);
+      if (found === undefined) return undefined;
+      if (Number(bump.run(now, found.id).changes) > 0) return found.id;
+      this.#dedupe.forget();
+    }
+    return undefined;
   }
 
   #reportById(id: number): StoredReport {
@@ -757,14 +809,16 @@ export class SqliteStorage implements Storage {
     const chunk = 5000;
     let expiredReports = 0;
     for (;;) {
-      const deleted = await this.#write(() =>
-        Number(
+      const deleted = await this.#write(() => {
+        const n = Number(
           this.#db.prepare(
             `DELETE FROM reports WHERE id IN
              (SELECT id FROM reports WHERE created_at < ? ORDER BY created_at LIMIT ?)`,
           ).run(cutoff, chunk).changes,
-        )
-      );
+        );
+        if (n > 0) this.#dedupe.forgetBefore(cutoff);
+        return n;
+      });
       expiredReports += deleted;
       if (deleted < chunk) break;
     }
@@ -783,14 +837,16 @@ export class SqliteStorage implements Storage {
         .get() as { n: number }).n;
       if (total === 0) break;
       const n = Math.max(100, Math.min(chunk, Math.ceil(total / 20)));
-      evictedReports += await this.#write(() =>
-        Number(
+      evictedReports += await this.#write(() => {
+        const evicted = Number(
           this.#db.prepare(
             `DELETE FROM reports WHERE id IN
              (SELECT id FROM reports ORDER BY created_at, id LIMIT ?)`,
           ).run(n).changes,
-        )
-      );
+        );
+        if (evicted > 0) this.#dedupe.forget();
+        return evicted;
+      });
     }
     return {
       expiredReports,
@@ -835,7 +891,12 @@ export class SqliteStorage implements Storage {
 
   /** Deletes a group and its raw reports; `false` when there is no such group. */
   deleteGroup(id: number): Promise<boolean> {
-    return this.#write(() => this.#grouping.deleteGroup(id));
+    return this.#write(() => {
+      const deleted = this.#grouping.deleteGroup(id);
+      // Its reports went too.
+      if (deleted) this.#dedupe.forget();
+      return deleted;
+    });
   }
 
   /** Claims due Slack notices under the hourly budget. */

@@ -1,0 +1,217 @@
+/**
+ * SqliteStorage finds duplicates in memory (src/server/_sqlite_dedupe_window.ts):
+ * what only that engine can get wrong — writes rolled back at COMMIT, a
+ * batch run again after a failing write, reports of the same batch, the
+ * capacity, and reports deleted by another connection.
+ */
+
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
+import type { AddReportInput, AddReportResult } from "../src/server/storage.ts";
+import type { ErrorPayload } from "../src/types.ts";
+
+const T0 = Date.UTC(2026, 0, 5, 12);
+
+function payload(n: number, firstLine = `cell ${n}`): ErrorPayload {
+  return {
+    error_name: "Error",
+    error_message: "boom",
+    traceback: [{ filename: "<cell>", fun_name: "<module>", lineno: 3 }],
+    first_line: firstLine,
+    execution_count: n,
+    notebook: "dedupe",
+  };
+}
+
+function input(uuid: string, p: ErrorPayload, now: number): AddReportInput {
+  return {
+    usageUuid: uuid,
+    payload: p,
+    now,
+    dedupeWindowMs: 60_000,
+    maxReportsPerSession: Infinity,
+  };
+}
+
+function reportId(result: AddReportResult): number {
+  ok(result.status === "stored" || result.status === "duplicate");
+  return result.report.id;
+}
+
+async function withFile(run: (path: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "nbr-dedupe-" });
+  try {
+    await run(`${dir}/errors.db`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("SqliteStorage: a batch rolled back at COMMIT leaves no duplicate entry behind", async () => {
+  await withFile(async (path) => {
+    const storage = await openSqliteStorage(path);
+    try {
+      const usage = await storage.createUsage("dedupe", T0);
+      // Another connection sets a trap that fails the COMMIT (a deferred
+      // foreign key) of a batch holding a report with this first line.
+      const other = new DatabaseSync(path);
+      other.exec(`
+        CREATE TABLE trap (usage_id INTEGER
+          REFERENCES usages (id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TRIGGER spring AFTER INSERT ON reports
+          WHEN NEW.first_line = 'fail at commit'
+          BEGIN INSERT INTO trap VALUES (-1); END`);
+      other.close();
+      const failed = await Promise.allSettled([
+        storage.addReport(input(usage.uuid, payload(1), T0)),
+        storage.addReport(input(usage.uuid, payload(2, "fail at commit"), T0)),
+      ]);
+      deepEqual(failed.map((r) => r.status), ["rejected", "rejected"]);
+      equal((await storage.listUsageReports([usage.uuid])).length, 0);
+      // The next report takes the row id the rolled-back one had...
+      const other3 = reportId(
+        await storage.addReport(input(usage.uuid, payload(3), T0 + 1)),
+      );
+      // ...and the rolled-back report's payload is not a duplicate of it.
+      const again = await storage.addReport(
+        input(usage.uuid, payload(1), T0 + 2),
+      );
+      equal(again.status, "stored");
+      ok(reportId(again) !== other3);
+      const reports = await storage.listUsageReports([usage.uuid]);
+      deepEqual(
+        reports.map((r) => [r.execution_count, r.occurrences]),
+        [[3, 1], [1, 1]],
+      );
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+Deno.test("SqliteStorage: duplicates within one batch are counted, also when the batch runs again after a failing write", async () => {
+  await withFile(async (path) => {
+    const storage = await openSqliteStorage(path);
+    try {
+      const usage = await storage.createUsage("dedupe", T0);
+      const other = new DatabaseSync(path);
+      other.exec(`CREATE TRIGGER refuse BEFORE INSERT ON reports
+        WHEN NEW.first_line = 'refuse me'
+        BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END`);
+      other.close();
+      // The refused report is last: the first attempt stored the others
+      // before it was rolled back and the batch run again.
+      const results = await Promise.allSettled([
+        storage.addReport(input(usage.uuid, payload(1), T0)),
+        storage.addReport(input(usage.uuid, payload(1), T0 + 1)),
+        storage.addReport(input(usage.uuid, payload(2), T0 + 2)),
+        storage.addReport(input(usage.uuid, payload(9, "refuse me"), T0 + 3)),
+      ]);
+      deepEqual(
+        results.map((r) => r.status === "fulfilled" ? r.value.status : "x"),
+        ["stored", "duplicate", "stored", "x"],
+      );
+      const [a, b] = results.map((r) =>
+        r.status === "fulfilled" ? reportId(r.value) : 0
+      );
+      equal(a, b);
+      const next = await storage.addReport(
+        input(usage.uuid, payload(1), T0 + 10),
+      );
+      equal(next.status, "duplicate");
+      equal(reportId(next), a);
+      ok(next.status === "duplicate");
+      equal(next.report.occurrences, 3);
+      const reports = await storage.listUsageReports([usage.uuid]);
+      deepEqual(
+        reports.map((r) => [r.execution_count, r.occurrences]),
+        [[1, 3], [2, 1]],
+      );
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+Deno.test("SqliteStorage: past dedupeCapacity the oldest reports are forgotten and stored again", async () => {
+  const storage = await openSqliteStorage(":memory:", { dedupeCapacity: 3 });
+  try {
+    const usage = await storage.createUsage("dedupe", T0);
+    for (let n = 1; n <= 5; n++) {
+      await storage.addReport(input(usage.uuid, payload(n), T0 + n));
+    }
+    // 1 and 2 were forgotten; 3, 4, 5 are remembered.
+    equal(
+      (await storage.addReport(input(usage.uuid, payload(5), T0 + 10))).status,
+      "duplicate",
+    );
+    equal(
+      (await storage.addReport(input(usage.uuid, payload(3), T0 + 11))).status,
+      "duplicate",
+    );
+    equal(
+      (await storage.addReport(input(usage.uuid, payload(1), T0 + 12))).status,
+      "stored",
+    );
+  } finally {
+    await storage.close();
+  }
+});
+
+Deno.test("SqliteStorage: a duplicate's report deleted by another connection is stored again", async () => {
+  await withFile(async (path) => {
+    const storage = await openSqliteStorage(path);
+    try {
+      const usage = await storage.createUsage("dedupe", T0);
+      const first = reportId(
+        await storage.addReport(input(usage.uuid, payload(1), T0)),
+      );
+      const other = new DatabaseSync(path);
+      other.prepare("DELETE FROM reports WHERE id = ?").run(first);
+      other.close();
+      const again = await storage.addReport(
+        input(usage.uuid, payload(1), T0 + 1),
+      );
+      equal(again.status, "stored");
+      ok(again.status === "stored");
+      equal(again.report.occurrences, 1);
+      equal(
+        (await storage.addReport(input(usage.uuid, payload(1), T0 + 2)))
+          .status,
+        "duplicate",
+      );
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+Deno.test("SqliteStorage: prune() evicting reports within the window leaves no stale duplicate", async () => {
+  await withFile(async (path) => {
+    const storage = await openSqliteStorage(path);
+    try {
+      const usage = await storage.createUsage("dedupe", T0);
+      await storage.addReport(input(usage.uuid, payload(1), T0));
+      await storage.addReport(input(usage.uuid, payload(2), T0 + 1));
+      // A cap of one byte evicts every raw report.
+      const result = await storage.prune({
+        now: T0 + 2,
+        maxAgeMs: 86_400_000,
+        maxBytes: 1,
+      });
+      equal(result.evictedReports, 2);
+      const again = await storage.addReport(
+        input(usage.uuid, payload(2), T0 + 3),
+      );
+      equal(again.status, "stored");
+      equal(
+        (await storage.addReport(input(usage.uuid, payload(2), T0 + 4)))
+          .status,
+        "duplicate",
+      );
+    } finally {
+      await storage.close();
+    }
+  });
+});
