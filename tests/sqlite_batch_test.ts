@@ -125,3 +125,87 @@ Deno.test("SqliteStorage: reports of one batch to two sessions keep each session
     await storage.close();
   }
 });
+
+Deno.test("SqliteStorage: a group's state change and deletion queued among its reports take effect in call order", async () => {
+  const storage = await openSqliteStorage(":memory:", {
+    notices: {
+      minGroupIntervalMs: 0,
+      spikeFactor: 10,
+      spikeMinimum: 20,
+    },
+  });
+  try {
+    const now = Date.UTC(2026, 0, 5, 12);
+    const usage = await storage.createUsage("bench", now);
+    const add = (n: number) =>
+      storage.addReport({
+        usageUuid: usage.uuid,
+        payload: { ...PAYLOAD, execution_count: n },
+        now: now + n,
+        dedupeWindowMs: 60_000,
+        maxReportsPerSession: Infinity,
+      });
+    const first = await add(0);
+    ok(first.status === "stored" && first.group?.created);
+    const id = first.group.id;
+
+    // One batch: a report, then the group is ignored: it stays ignored.
+    const [a, ignored] = await Promise.all([
+      add(1),
+      storage.setGroupState(id, "ignored", now + 1),
+    ]);
+    equal(ignored, true);
+    ok(a.status === "stored");
+    equal((await storage.getGroup(id))!.state, "ignored");
+    equal((await storage.getGroup(id))!.count, 2);
+
+    // One batch: resolved between two reports: the second reopens it.
+    const [b, , c] = await Promise.all([
+      add(2),
+      storage.setGroupState(id, "resolved", now + 2),
+      add(3),
+    ]);
+    ok(b.status === "stored" && c.status === "stored");
+    deepEqual(
+      [b.group?.reopened, b.group?.notice, c.group?.reopened, c.group?.notice],
+      [false, undefined, true, "regression"],
+    );
+    const group = (await storage.getGroup(id))!;
+    deepEqual(
+      [
+        group.state,
+        group.count,
+        group.cellNumbers,
+        group.latest.execution_count,
+      ],
+      ["open", 4, [0, 1, 2, 3], 3],
+    );
+    // The regression notice shows the group as the report left it.
+    const regression = (await storage.listNotices()).at(-1)!.data;
+    ok(regression.kind === "regression");
+    deepEqual(
+      [
+        regression.group.count,
+        regression.group.state,
+        regression.group.lastSeen,
+      ],
+      [4, "open", now + 3],
+    );
+
+    // One batch: deleted between two reports: the second starts a new group.
+    const [d, deleted, e] = await Promise.all([
+      add(4),
+      storage.deleteGroup(id),
+      add(5),
+    ]);
+    equal(deleted, true);
+    ok(d.status === "stored" && e.status === "stored");
+    equal(d.group?.id, id);
+    ok(e.group?.created && e.group.id !== id);
+    equal(await storage.getGroup(id), undefined);
+    const fresh = (await storage.getGroup(e.group.id))!;
+    deepEqual([fresh.count, fresh.sessions, fresh.cellNumbers], [1, 1, [5]]);
+  } finally {
+    await storage.close();
+  }
+});

@@ -197,6 +197,17 @@ for (const { name, batches } of CASES) {
       );
       const [stats] = await storage.notebookWindowStats(now);
       equal(stats!.reports24h, acknowledged.filter(Boolean).length);
+      // Each group's cell numbers are its acknowledged reports' (in order),
+      // its latest payload the last of them: refused reports left no trace.
+      for (const summary of groups) {
+        const group = await storage.getGroup(summary.id);
+        const cells = sent.flatMap((send, n) =>
+          acknowledged[n] && send.error === summary.errorName ? [n] : []
+        );
+        deepEqual(group!.cellNumbers, cells);
+        deepEqual(group!.latest, payload(summary.errorName, cells.at(-1)!));
+        deepEqual(group!.firstLines, ["# a cell"]);
+      }
       await storage.close();
     } finally {
       await Deno.remove(dir, { recursive: true });

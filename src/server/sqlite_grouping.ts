@@ -1,8 +1,10 @@
 /**
  * Grouping and the Slack outbox on SQLite: the schema (migration 2), the
- * per-report group update that runs inside {@linkcode SqliteStorage}'s write
- * transaction, the dashboard's group queries, and the outbox's claim and
- * settle steps. Used only by `sqlite_storage.ts`.
+ * grouping of each report inside {@linkcode SqliteStorage}'s write
+ * transaction (each group read once per batch, changed in memory by the
+ * batch's succeeded writes, and written once before COMMIT), the
+ * dashboard's group queries, and the outbox's claim and settle steps. Used
+ * only by `sqlite_storage.ts`.
  *
  * @module
  */
@@ -198,6 +200,52 @@ interface StagedReport {
   hourKey: string;
   /** The `group:usage` pair whose group_sessions row the write added. */
   sessionKey: string | undefined;
+  /** The group the write created (with its first report), to cache. */
+  created: BatchGroup | undefined;
+  /** The cached group the report counts in, when it existed. */
+  group: BatchGroup | undefined;
+  /** 1 when the write added the group's session row. */
+  newSession: number;
+  /** The report's payload, with the session's notebook. */
+  latest: ErrorPayload;
+  /** The notice the write queued, if any. */
+  notice: { at: number; spikeHour: number | null } | undefined;
+}
+
+/**
+ * A group as the open batch's succeeded writes left it: read once per batch
+ * (or created by it), changed in memory by each report, and written once
+ * before COMMIT (or before a write that changes groups otherwise).
+ */
+interface BatchGroup {
+  id: number;
+  notebook: string;
+  fingerprint: string;
+  errorName: string;
+  errorMessage: string;
+  count: number;
+  sessions: number;
+  firstSeen: number;
+  lastSeen: number;
+  state: GroupState;
+  firstLines: unknown[];
+  /** `first_lines` as stored, while unchanged. */
+  firstLinesJson: string | undefined;
+  cellNumbers: unknown[];
+  /** `cell_numbers` as stored, while unchanged. */
+  cellNumbersJson: string | undefined;
+  lastNoticeAt: number | null;
+  lastSpikeHour: number | null;
+  /** The stored per-hour count of `hour` (the batch's own are in `#hours`). */
+  hour: number;
+  hourCount: number | undefined;
+  /** What the batch changed and has not written yet. */
+  dirty: boolean;
+  addCount: number;
+  addSessions: number;
+  latest: ErrorPayload | undefined;
+  /** When a report reopened it, the latest such time. */
+  reopenedAt: number | null;
 }
 
 const GROUP_COLUMNS = `id, notebook, fingerprint, error_name, error_message,
@@ -250,6 +298,8 @@ export class SqliteGrouping {
    * succeeded, dropped by {@linkcode discardWrite} when it was undone.
    */
   #staged: StagedReport[] = [];
+  /** The open batch's groups by `notebook \0 fingerprint`. */
+  #groups = new Map<string, BatchGroup>();
 
   /**
    * Prepares the statements; the schema must be at version 2 or later.
@@ -264,14 +314,15 @@ export class SqliteGrouping {
     this.#enabled = enabled;
     const sql: Record<string, string> = {
       findGroup:
-        `SELECT id, state, count, first_seen, first_lines, cell_numbers,
-        last_notice_at, last_spike_hour FROM groups WHERE notebook = ? AND fingerprint = ?`,
+        `SELECT id, error_name, error_message, count, sessions, first_seen,
+        last_seen, state, first_lines, cell_numbers, last_notice_at, last_spike_hour
+        FROM groups WHERE notebook = ? AND fingerprint = ?`,
       insertGroup:
         `INSERT INTO groups (notebook, fingerprint, error_name, error_message,
         latest, count, sessions, first_seen, last_seen, first_lines, cell_numbers)
         VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?) RETURNING id`,
       updateGroup:
-        `UPDATE groups SET count = count + 1, sessions = sessions + ?,
+        `UPDATE groups SET count = count + ?, sessions = sessions + ?,
         last_seen = max(last_seen, ?), error_name = ?, error_message = ?, latest = ?,
         first_lines = ?, cell_numbers = ?, state = ?,
         state_changed_at = coalesce(?, state_changed_at)
@@ -316,107 +367,132 @@ export class SqliteGrouping {
   record(input: GroupingInput): GroupOutcome | undefined {
     if (!this.#enabled) return undefined;
     const { payload, now, notebook } = input;
-    const fingerprint = errorFingerprint({ ...payload, notebook });
-    const latest = JSON.stringify({ ...payload, notebook });
+    const latest: ErrorPayload = { ...payload, notebook };
+    const fingerprint = errorFingerprint(latest);
     const hour = utcHour(now);
-    const found = this.#st.findGroup!.get(notebook, fingerprint) as
-      | {
-        id: number;
-        state: GroupState;
-        count: number;
-        first_seen: number;
-        first_lines: string;
-        cell_numbers: string;
-        last_notice_at: number | null;
-        last_spike_hour: number | null;
+    const groupKey = `${notebook}\u0000${fingerprint}`;
+    let group = this.#groups.get(groupKey);
+    if (group === undefined) {
+      const row = this.#st.findGroup!.get(notebook, fingerprint) as
+        | FoundGroupRow
+        | undefined;
+      if (row !== undefined) {
+        group = batchGroupFromRow(row, notebook, fingerprint);
+        this.#groups.set(groupKey, group);
       }
-      | undefined;
+    }
     let id: number;
     /** The `group:usage` pair when this write inserted (or met) its row. */
     let sessionKey: string | undefined;
-    let created = false;
+    let created: BatchGroup | undefined;
+    let newSession = 0;
     let reopened = false;
     let state: GroupState = "open";
-    let firstSeen = now;
-    if (!found) {
-      created = true;
+    if (group === undefined) {
+      const firstLines = [payload.first_line];
+      const cellNumbers = payload.execution_count === null
+        ? []
+        : [payload.execution_count];
+      const firstLinesJson = JSON.stringify(firstLines);
+      const cellNumbersJson = JSON.stringify(cellNumbers);
       id = (this.#st.insertGroup!.get(
         notebook,
         fingerprint,
         payload.error_name,
         payload.error_message,
-        latest,
+        JSON.stringify(latest),
         now,
         now,
-        JSON.stringify([payload.first_line]),
-        JSON.stringify(
-          payload.execution_count === null ? [] : [payload.execution_count],
-        ),
+        firstLinesJson,
+        cellNumbersJson,
       ) as { id: number }).id;
       this.#st.addSession!.run(id, input.usageId);
       sessionKey = `${id}:${input.usageId}`;
+      created = {
+        id,
+        notebook,
+        fingerprint,
+        errorName: payload.error_name,
+        errorMessage: payload.error_message,
+        count: 1,
+        sessions: 1,
+        firstSeen: now,
+        lastSeen: now,
+        state: "open",
+        firstLines,
+        firstLinesJson,
+        cellNumbers,
+        cellNumbersJson,
+        lastNoticeAt: null,
+        lastSpikeHour: null,
+        hour,
+        hourCount: 0,
+        dirty: false,
+        addCount: 0,
+        addSessions: 0,
+        latest: undefined,
+        reopenedAt: null,
+      };
     } else {
-      id = found.id;
-      firstSeen = found.first_seen;
+      id = group.id;
       const key = `${id}:${input.usageId}`;
-      let newSession = 0;
       if (!this.#sessions.has(key)) {
         newSession = Number(
           this.#st.addSession!.run(id, input.usageId).changes,
         );
         sessionKey = key;
       }
-      reopened = found.state === "resolved";
-      state = reopened ? "open" : found.state;
-      this.#st.updateGroup!.run(
-        newSession,
-        now,
-        payload.error_name,
-        payload.error_message,
-        latest,
-        addDistinct(
-          found.first_lines,
-          payload.first_line,
-          GROUP_LIMITS.firstLines,
-        ),
-        payload.execution_count === null ? found.cell_numbers : addDistinct(
-          found.cell_numbers,
-          payload.execution_count,
-          GROUP_LIMITS.cellNumbers,
-        ),
-        state,
-        reopened ? now : null,
-        id,
-      );
+      reopened = group.state === "resolved";
+      state = reopened ? "open" : group.state;
     }
-    // Counted in the batch only once the write succeeded (commitWrite).
+    // Counted in the batch (and in the cached group) only once the write
+    // succeeded (commitWrite).
     const hourKey = `${id}\u0000${hour}`;
-    this.#staged.push({
+    const staged: StagedReport = {
       groupId: id,
       notebook,
       now,
       hour,
       hourKey,
       sessionKey,
-    });
+      created,
+      group,
+      newSession,
+      latest,
+      notice: undefined,
+    };
+    this.#staged.push(staged);
 
-    const outcome: GroupOutcome = { id, created, reopened };
+    const outcome: GroupOutcome = {
+      id,
+      created: created !== undefined,
+      reopened,
+    };
     const policy = this.#policy;
     if (!policy || state === "ignored") return outcome;
-    const stored = created
-      ? undefined
-      : this.#st.hourCount!.get(id, hour) as { count: number } | undefined;
+    let stored = 0;
+    if (group !== undefined) {
+      if (group.hourCount === undefined || group.hour !== hour) {
+        group.hour = hour;
+        group.hourCount = (this.#st.hourCount!.get(id, hour) as
+          | { count: number }
+          | undefined)?.count ?? 0;
+      }
+      stored = group.hourCount;
+    }
     // Stored, plus the batch's earlier writes, plus this report.
-    const hourCount = (stored?.count ?? 0) +
-      (this.#hours.get(hourKey)?.n ?? 0) + 1;
+    const hourCount = stored + (this.#hours.get(hourKey)?.n ?? 0) + 1;
     let kind: "new" | "regression" | "spike" | undefined;
     let hourlyAverage: number | undefined;
     if (created) kind = "new";
     else if (reopened) kind = "regression";
     else if (
-      hourCount >= policy.spikeMinimum && found!.last_spike_hour !== hour
+      hourCount >= policy.spikeMinimum && group!.lastSpikeHour !== hour
     ) {
-      const from = Math.max(hour - SPIKE_LOOKBACK_HOURS, utcHour(firstSeen));
+      const from = Math.max(
+        hour - SPIKE_LOOKBACK_HOURS,
+        utcHour(group!.firstSeen),
+      );
       const hours = hour - from;
       if (hours > 0) {
         const past = (this.#st.pastHours!.get(id, from, hour) as { n: number })
@@ -426,25 +502,65 @@ export class SqliteGrouping {
       }
     }
     if (kind === undefined) return outcome;
-    const lastNotice = found?.last_notice_at ?? null;
+    const lastNotice = group?.lastNoticeAt ?? null;
     if (lastNotice !== null && now - lastNotice < policy.minGroupIntervalMs) {
       return outcome;
     }
-    const group = this.#summary(id);
+    const summary: GroupSummary = created ? summaryOf(created) : {
+      ...summaryOf(group!),
+      errorName: payload.error_name,
+      errorMessage: payload.error_message,
+      count: group!.count + 1,
+      sessions: group!.sessions + newSession,
+      lastSeen: Math.max(group!.lastSeen, now),
+      state,
+    };
     const data: NoticeData = {
       kind,
-      group,
-      latest: { ...payload, notebook },
+      group: summary,
+      latest,
       ...(kind === "spike" ? { hourCount, hourlyAverage } : {}),
     };
+    const spikeHour = kind === "spike" ? hour : null;
     this.#st.insertNotice!.run(kind, id, now, now, JSON.stringify(data));
-    this.#st.markNotice!.run(now, kind === "spike" ? hour : null, id);
+    this.#st.markNotice!.run(now, spikeHour, id);
+    staged.notice = { at: now, spikeHour };
     outcome.notice = kind;
     return outcome;
   }
 
-  /** Writes the batch's pending counts; the storage calls it before COMMIT. */
+  /**
+   * Writes the batch's changed groups and forgets the batch's groups (the
+   * next report reads its group again). The storage calls it before COMMIT
+   * and before a write that changes groups otherwise (state, deletion).
+   */
+  flushGroups(): void {
+    for (const g of this.#groups.values()) {
+      if (!g.dirty) continue;
+      const latest = g.latest!;
+      this.#st.updateGroup!.run(
+        g.addCount,
+        g.addSessions,
+        g.lastSeen,
+        latest.error_name,
+        latest.error_message,
+        JSON.stringify(latest),
+        g.firstLinesJson ?? JSON.stringify(g.firstLines),
+        g.cellNumbersJson ?? JSON.stringify(g.cellNumbers),
+        g.state,
+        g.reopenedAt,
+        g.id,
+      );
+    }
+    this.#groups.clear();
+  }
+
+  /**
+   * Writes the batch's groups and pending counts; the storage calls it
+   * before COMMIT.
+   */
   flushCounts(): void {
+    this.flushGroups();
     for (const c of this.#days.values()) {
       this.#st.countDay!.run(c.groupId, c.day, c.n);
     }
@@ -488,6 +604,16 @@ export class SqliteGrouping {
         });
       }
       if (r.sessionKey !== undefined) this.#rememberSession(r.sessionKey);
+      if (r.created !== undefined) {
+        const g = r.created;
+        if (r.notice !== undefined) {
+          g.lastNoticeAt = r.notice.at;
+          g.lastSpikeHour = r.notice.spikeHour ?? g.lastSpikeHour;
+        }
+        this.#groups.set(`${g.notebook}\u0000${g.fingerprint}`, g);
+      } else if (r.group !== undefined) {
+        countInGroup(r.group, r);
+      }
     }
     staged.length = 0;
   }
@@ -503,6 +629,7 @@ export class SqliteGrouping {
   /** Drops the batch's pending counts (the batch rolled back). */
   clearCounts(): void {
     this.#staged.length = 0;
+    this.#groups.clear();
     this.#days.clear();
     this.#hours.clear();
     this.#notebookHours.clear();
@@ -513,10 +640,6 @@ export class SqliteGrouping {
   #rememberSession(key: string): void {
     if (this.#sessions.size >= 100_000) this.#sessions.clear();
     this.#sessions.add(key);
-  }
-
-  #summary(id: number): GroupSummary {
-    return groupFromRow(this.#st.groupById!.get(id) as unknown as GroupRow);
   }
 
   /** A page of a notebook's groups, with the total that match. */
@@ -862,5 +985,114 @@ function noticeFromRow(row: NoticeRow): OutboxNotice {
     createdAt: row.created_at,
     attempts: row.attempts,
     data: JSON.parse(row.data) as NoticeData,
+  };
+}
+
+/** The columns `findGroup` reads. */
+interface FoundGroupRow {
+  id: number;
+  error_name: string;
+  error_message: string;
+  count: number;
+  sessions: number;
+  first_seen: number;
+  last_seen: number;
+  state: GroupState;
+  first_lines: string;
+  cell_numbers: string;
+  last_notice_at: number | null;
+  last_spike_hour: number | null;
+}
+
+function jsonArray(json: string): unknown[] {
+  try {
+    const parsed = JSON.parse(json);
+    return Array.isArray(parsed) ? parsed : [];
+  } catch {
+    return [];
+  }
+}
+
+function batchGroupFromRow(
+  row: FoundGroupRow,
+  notebook: string,
+  fingerprint: string,
+): BatchGroup {
+  return {
+    id: row.id,
+    notebook,
+    fingerprint,
+    errorName: row.error_name,
+    errorMessage: row.error_message,
+    count: row.count,
+    sessions: row.sessions,
+    firstSeen: row.first_seen,
+    lastSeen: row.last_seen,
+    state: row.state,
+    firstLines: jsonArray(row.first_lines),
+    firstLinesJson: row.first_lines,
+    cellNumbers: jsonArray(row.cell_numbers),
+    cellNumbersJson: row.cell_numbers,
+    lastNoticeAt: row.last_notice_at,
+    lastSpikeHour: row.last_spike_hour,
+    hour: NaN,
+    hourCount: undefined,
+    dirty: false,
+    addCount: 0,
+    addSessions: 0,
+    latest: undefined,
+    reopenedAt: null,
+  };
+}
+
+/** Counts a succeeded write's report in its cached group. */
+function countInGroup(g: BatchGroup, r: StagedReport): void {
+  const payload = r.latest;
+  g.dirty = true;
+  g.count++;
+  g.addCount++;
+  g.sessions += r.newSession;
+  g.addSessions += r.newSession;
+  if (r.now > g.lastSeen) g.lastSeen = r.now;
+  g.errorName = payload.error_name;
+  g.errorMessage = payload.error_message;
+  g.latest = payload;
+  if (
+    g.firstLines.length < GROUP_LIMITS.firstLines &&
+    !g.firstLines.includes(payload.first_line)
+  ) {
+    g.firstLines.push(payload.first_line);
+    g.firstLinesJson = undefined;
+  }
+  const cell = payload.execution_count;
+  if (
+    cell !== null && g.cellNumbers.length < GROUP_LIMITS.cellNumbers &&
+    !g.cellNumbers.includes(cell)
+  ) {
+    g.cellNumbers.push(cell);
+    g.cellNumbersJson = undefined;
+  }
+  if (g.state === "resolved") {
+    g.state = "open";
+    g.reopenedAt = r.now;
+  }
+  if (r.notice !== undefined) {
+    g.lastNoticeAt = r.notice.at;
+    g.lastSpikeHour = r.notice.spikeHour ?? g.lastSpikeHour;
+  }
+}
+
+function summaryOf(g: BatchGroup): GroupSummary {
+  return {
+    id: g.id,
+    notebook: g.notebook,
+    fingerprint: g.fingerprint,
+    errorName: g.errorName,
+    errorMessage: g.errorMessage,
+    count: g.count,
+    sessions: g.sessions,
+    firstSeen: g.firstSeen,
+    lastSeen: g.lastSeen,
+    state: g.state,
   };
 }

@@ -7,8 +7,10 @@
  * transaction is rolled back and the batch run again with a savepoint per
  * write, so one failing write never undoes another. A write's counts (per
  * day, per group and hour) join the batch's only once the write succeeded,
- * and are written just before COMMIT. A write's promise resolves after the
- * COMMIT returned, so the HTTP layer acknowledges only committed reports.
+ * and are written just before COMMIT; so are its groups, each read once per
+ * batch and written once with all its reports' changes. A write's promise
+ * resolves after the COMMIT returned, so the HTTP layer acknowledges only
+ * committed reports.
  *
  * A session's identical reports within the dedupe window are found in
  * memory (`_sqlite_dedupe_window.ts`, loaded from the table on first use and
@@ -201,6 +203,11 @@ export interface SqliteStorageOptions {
 interface QueuedWrite {
   // deno-lint-ignore no-explicit-any
   run: () => any;
+  /**
+   * The write changes groups itself: the batch's pending group updates are
+   * written before it runs (outside its savepoint).
+   */
+  changesGroups: boolean;
   // deno-lint-ignore no-explicit-any
   resolve: (value: any) => void;
   reject: (reason: unknown) => void;
@@ -439,12 +446,12 @@ export class SqliteStorage implements Storage {
     return this.#statements[name]!;
   }
 
-  #write<T>(run: () => T): Promise<T> {
+  #write<T>(run: () => T, changesGroups = false): Promise<T> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write: the storage is closed"));
     }
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ run, resolve, reject });
+      this.#queue.push({ run, resolve, reject, changesGroups });
       if (!this.#scheduled) {
         this.#scheduled = true;
         setImmediate(() => this.#flush());
@@ -491,6 +498,15 @@ export class SqliteStorage implements Storage {
     const savepoint = this.#st("savepoint");
     const release = this.#st("release");
     for (const write of batch) {
+      if (write.changesGroups) {
+        try {
+          this.#grouping.flushGroups();
+        } catch (error) {
+          this.#rollback();
+          for (const write of batch) write.reject(error);
+          return "failed";
+        }
+      }
       if (!isolated) {
         try {
           outcomes.push({ ok: true, value: write.run() });
@@ -886,7 +902,10 @@ export class SqliteStorage implements Storage {
 
   /** Sets a group's state; `false` when there is no such group. */
   setGroupState(id: number, state: GroupState, now: number): Promise<boolean> {
-    return this.#write(() => this.#grouping.setGroupState(id, state, now));
+    return this.#write(
+      () => this.#grouping.setGroupState(id, state, now),
+      true,
+    );
   }
 
   /** Deletes a group and its raw reports; `false` when there is no such group. */
@@ -896,7 +915,7 @@ export class SqliteStorage implements Storage {
       // Its reports went too.
       if (deleted) this.#dedupe.forget();
       return deleted;
-    });
+    }, true);
   }
 
   /** Claims due Slack notices under the hourly budget. */
