@@ -2,9 +2,10 @@
  * CPU cost of {@linkcode SqliteStorage.addReport} alone (no HTTP): distinct
  * reports of one error from one session, sent as batches of concurrent
  * `addReport` calls (so group commit puts each batch in one transaction),
- * on a fresh file per run, with `synchronous` NORMAL and FULL. Prints the
- * median over the runs of the wall time per report, and the process CPU
- * time per report (which includes the checkpoint worker's).
+ * on a fresh file per run, with `synchronous` NORMAL and FULL, after one
+ * untimed warm-up run. Prints the median over the runs of the wall time per
+ * report, and the process CPU time per report (which includes the
+ * checkpoint worker's).
  *
  * Run: `flock /tmp/nbr/bench.lock deno run -A tests/bench/sqlite_storage.ts`
  * (the lock keeps it apart from other benchmarks on a shared machine).
@@ -127,6 +128,8 @@ export async function main(
         duplicates * 100
       }% duplicates, median of ${runs} runs`,
     );
+    // Untimed: lets the JIT compile the write path first.
+    await runOnce(dir, "normal", Math.min(reports, 10_000), batch, duplicates);
     for (const synchronous of ["normal", "full"] as const) {
       const walls: number[] = [];
       const cpus: number[] = [];
