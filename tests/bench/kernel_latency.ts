@@ -2,13 +2,26 @@
  * Kernel benchmarks, measured in real `deno jupyter --kernel` processes by the
  * project's own client:
  *
- * - median latency of a trivial successful cell without and with the
- *   extension loaded (target ratio ≤ 1.05);
+ * - median latency of a trivial successful cell (`1 + 1`) without and with
+ *   the extension loaded (target ratio ≤ 1.05);
  * - the same for a cell that outputs 20 MB (target ratio ≤ 1.10);
  * - time from a cell's `error` message to the Slack request arriving at a
  *   loopback receiver (target p50 ≤ 50 ms);
  * - cold `import` + `loadExtension()` in a fresh kernel (target ≤ 300 ms,
  *   warm Deno cache).
+ *
+ * How the two latency ratios are measured: in ONE kernel, the extension is
+ * loaded and unloaded in turn (12 rounds, ABBA order), and each half-round
+ * runs 25 trivial cells and two 20 MB cells (so 300 trivial and 24 big cells
+ * per side); the figures are the overall medians of each side. A latency is
+ * the client's time from sending `execute_request` to receiving both the
+ * `execute_reply` and the idle status. After each switch (and the ~2 s the
+ * reader needs to move into its worker) 3 trivial cells run uncounted, and
+ * the kernel's IOPub peers are counted (`/proc/net/tcp`): 2 with the
+ * extension, 1 without, or the benchmark fails. One kernel instead of two
+ * kernels side by side removes the difference between two processes (their
+ * heaps, their placement on the CPUs) from the ratio; cells whose IOPub status
+ * the kernel lost are left out (and counted).
  *
  * Run: `deno run --allow-all tests/bench/kernel_latency.ts`
  *
@@ -52,73 +65,194 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-async function loadStore(kernel: KernelClient): Promise<void> {
-  const result = await kernel.execute(
-    `const { ErrorStore } = await import(${
-      JSON.stringify(ERROR_STORE_URL)
-    }); globalThis.es = new ErrorStore({ notebook: "bench", quiet: true }); await es.loadExtension();`,
-  );
-  if (result.status !== "ok") {
-    throw new Error(`loading failed: ${JSON.stringify(result.error)}`);
-  }
-  // Let the worker reader take over from the main-thread one (about 1 s in the kernel).
-  await new Promise((resolve) => setTimeout(resolve, 2000));
+/** The two states compared in one kernel. */
+export type Side = "without" | "with";
+
+/** The latencies of one side, by cell kind. */
+export interface SideTimes {
+  trivial: number[];
+  big: number[];
 }
 
-/** Runs `code` alternately in both kernels, `rounds` times; returns the elapsed times. */
-async function alternate(
-  without: KernelClient,
-  withExtension: KernelClient,
-  code: string,
-  rounds: number,
-): Promise<{ without: number[]; with: number[] }> {
-  const times = { without: [] as number[], with: [] as number[] };
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0
-      ? [[without, times.without], [withExtension, times.with]] as const
-      : [[withExtension, times.with], [without, times.without]] as const;
-    for (const [kernel, list] of order) {
-      const result = await kernel.execute(code, { timeoutMs: 120_000 });
-      if (result.status !== "ok") {
-        throw new Error(`bench cell failed: ${result.error?.evalue}`);
+/** Options for {@linkcode measureLatency}. */
+export interface LatencyOptions {
+  /** Load/unload rounds (each round measures both sides). @default {12} */
+  rounds?: number;
+  /** Trivial cells per side and round. @default {25} */
+  trivialPerRound?: number;
+  /** 20 MB output cells per side and round. @default {2} */
+  bigPerRound?: number;
+  /** Cells run (not counted) after each switch, on both sides. @default {3} */
+  settleCells?: number;
+  /** Receives every counted latency (diagnostics). @default {undefined} */
+  onSample?: (side: Side, kind: keyof SideTimes, ms: number) => void;
+}
+
+const TRIVIAL_CELL = "1 + 1";
+const BIG_CELL =
+  "await Deno.jupyter.display({ 'image/png': 'A'.repeat(20 * 1024 * 1024) }, { raw: true }); 0";
+
+/**
+ * How many peers are connected to the kernel's IOPub port, from
+ * `/proc/net/tcp` (established sockets whose local port is the IOPub port);
+ * `undefined` where `/proc` is unavailable.
+ */
+async function iopubPeers(kernel: KernelClient): Promise<number | undefined> {
+  const { iopub_port: port } = JSON.parse(
+    await Deno.readTextFile(kernel.connectionFile),
+  ) as { iopub_port: number };
+  const portHex = port.toString(16).toUpperCase().padStart(4, "0");
+  let count = 0;
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(table);
+    } catch {
+      return undefined;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (
+        fields.length > 3 && fields[1].endsWith(`:${portHex}`) &&
+        fields[3] === "01"
+      ) {
+        count++;
       }
-      if (result.iopubDisrupted) {
-        disrupted++;
-        continue; // its time includes waiting for a lost status: not a latency
-      }
-      list.push(result.elapsedMs);
     }
   }
-  return times;
+  return count;
 }
 
-async function measureLatency(): Promise<
-  Pick<
+/** Runs `code` `count` times; appends the latencies of undisrupted cells to `into`. */
+async function runCells(
+  kernel: KernelClient,
+  code: string,
+  count: number,
+  into?: number[],
+): Promise<void> {
+  for (let index = 0; index < count; index++) {
+    const result = await kernel.execute(code, { timeoutMs: 120_000 });
+    if (result.status !== "ok") {
+      throw new Error(`bench cell failed: ${result.error?.evalue}`);
+    }
+    if (result.iopubDisrupted) {
+      disrupted++;
+      continue; // its time includes waiting for a lost status: not a latency
+    }
+    into?.push(result.elapsedMs);
+  }
+}
+
+/**
+ * Measures cell latency with and without the extension in ONE kernel:
+ * rounds of (extension loaded: cells) and (extension unloaded: cells), the
+ * order of the two halves alternating between rounds (ABBA), so that
+ * differences between kernel processes and slow drifts of the machine's load
+ * cancel out. After each switch a few settling cells run uncounted on both
+ * sides. Checks that unloading really leaves the kernel publishing to its
+ * one client only.
+ *
+ * @param options Rounds and cell counts.
+ * @returns The overall medians of each side.
+ */
+export async function measureLatency(
+  options: LatencyOptions = {},
+): Promise<
+  & Pick<
     KernelBenchResult,
     "trivialWithout" | "trivialWith" | "bigWithout" | "bigWith"
   >
+  & { counts: Record<Side, { trivial: number; big: number }> }
 > {
-  const without = await startKernel();
-  const withExtension = await startKernel();
+  const rounds = options.rounds ?? 12;
+  const trivialPerRound = options.trivialPerRound ?? 25;
+  const bigPerRound = options.bigPerRound ?? 2;
+  const settleCells = options.settleCells ?? 3;
+  const kernel = await startKernel();
+  const times: Record<Side, SideTimes> = {
+    without: { trivial: [], big: [] },
+    with: { trivial: [], big: [] },
+  };
+  let current: Side = "without";
+  const switchTo = async (side: Side): Promise<void> => {
+    if (side === current) return;
+    current = side;
+    const code = side === "with"
+      ? `globalThis.es ??= new ErrorStore({ notebook: "bench", quiet: true }); await es.loadExtension();`
+      : `await globalThis.es?.unloadExtension();`;
+    const result = await kernel.execute(code);
+    if (result.status !== "ok") {
+      throw new Error(
+        `switching to ${side} failed: ${JSON.stringify(result.error)}`,
+      );
+    }
+    // Let the worker reader take over from the main-thread one (about 1 s in the kernel).
+    if (side === "with") {
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+    // The client's own IOPub connection may be reconnecting (see `disrupted`).
+    const expected = side === "with" ? 2 : 1;
+    let peers = await iopubPeers(kernel);
+    for (
+      let poll = 0;
+      poll < 40 && peers !== undefined && peers !== expected;
+      poll++
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      peers = await iopubPeers(kernel);
+    }
+    if (peers !== undefined && peers !== expected) {
+      throw new Error(
+        `expected ${expected} IOPub peers ${side} the extension, found ${peers}`,
+      );
+    }
+    await runCells(kernel, TRIVIAL_CELL, settleCells);
+  };
   try {
-    await loadStore(withExtension);
-    await alternate(without, withExtension, "1 + 1", 5); // warm-up
-    const trivial = await alternate(without, withExtension, "1 + 1", 60);
-    const big = await alternate(
-      without,
-      withExtension,
-      "await Deno.jupyter.display({ 'image/png': 'A'.repeat(20 * 1024 * 1024) }, { raw: true }); 0",
-      9,
+    const imported = await kernel.execute(
+      `const { ErrorStore } = await import(${
+        JSON.stringify(ERROR_STORE_URL)
+      });`,
     );
+    if (imported.status !== "ok") {
+      throw new Error(`import failed: ${JSON.stringify(imported.error)}`);
+    }
+    await runCells(kernel, TRIVIAL_CELL, 20); // warm-up
+    for (let round = 0; round < rounds; round++) {
+      const order: Side[] = round % 2 === 0
+        ? ["without", "with"]
+        : ["with", "without"];
+      for (const side of order) {
+        await switchTo(side);
+        const trivial: number[] = [];
+        const big: number[] = [];
+        await runCells(kernel, TRIVIAL_CELL, trivialPerRound, trivial);
+        await runCells(kernel, BIG_CELL, bigPerRound, big);
+        times[side].trivial.push(...trivial);
+        times[side].big.push(...big);
+        for (const ms of trivial) options.onSample?.(side, "trivial", ms);
+        for (const ms of big) options.onSample?.(side, "big", ms);
+      }
+    }
+    await switchTo("without");
     return {
-      trivialWithout: median(trivial.without),
-      trivialWith: median(trivial.with),
-      bigWithout: median(big.without),
-      bigWith: median(big.with),
+      trivialWithout: median(times.without.trivial),
+      trivialWith: median(times.with.trivial),
+      bigWithout: median(times.without.big),
+      bigWith: median(times.with.big),
+      counts: {
+        without: {
+          trivial: times.without.trivial.length,
+          big: times.without.big.length,
+        },
+        with: {
+          trivial: times.with.trivial.length,
+          big: times.with.big.length,
+        },
+      },
     };
   } finally {
-    await without.shutdown();
-    await withExtension.shutdown();
+    await kernel.shutdown();
   }
 }
 
@@ -209,7 +343,12 @@ export async function main(): Promise<KernelBenchResult> {
         coldTimes.map((ms) => ms.toFixed(0)).join(", ")
       }; target ≤ 300 ms)`,
   );
-  const latency = await measureLatency();
+  const { counts, ...latency } = await measureLatency();
+  console.log(
+    `latency in one kernel, extension loaded and unloaded in turn (ABBA): ` +
+      `${counts.without.trivial}/${counts.with.trivial} trivial and ` +
+      `${counts.without.big}/${counts.with.big} 20 MB cells without/with`,
+  );
   console.log(
     `trivial cell: ${latency.trivialWithout.toFixed(2)} ms without, ${
       latency.trivialWith.toFixed(2)
