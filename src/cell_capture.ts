@@ -120,7 +120,11 @@ export class CellCapture {
     this.#options = options;
   }
 
-  /** The execution count of the last cell seen, or `null`. */
+  /**
+   * The execution count of the last cell seen, or `null`. The worker reader
+   * does not report every cell (that would wake the kernel's main thread on
+   * each one): it is current after {@linkcode CellCapture.sync}.
+   */
   get lastExecutionCount(): number | null {
     return this.#lastExecutionCount;
   }
@@ -246,9 +250,10 @@ export class CellCapture {
   /** The main-thread reader. */
   #localSource(): Source {
     const waiters = new Map<string, (event: IopubWorkerEvent) => void>();
+    // Only briefly in charge: it may post every input, the worker does not.
     const reader = new IopubReader((event) => {
       if (!answer(waiters, event)) this.#onEvent(event);
-    });
+    }, { postInputs: true });
     const source: Source = {
       request: (request) => {
         if (request.type === "forget") {
@@ -363,6 +368,10 @@ export class CellCapture {
   #onEvent(event: IopubWorkerEvent): void {
     switch (event.type) {
       case "marker":
+        // The count of the last cell published before the marker.
+        if (event.executionCount !== null) {
+          this.#lastExecutionCount = event.executionCount;
+        }
         this.#markers.get(event.id)?.();
         break;
       case "input":
@@ -386,14 +395,26 @@ export class CellCapture {
         if (this.#reported.size > REMEMBERED_INPUTS) {
           this.#reported.delete(this.#reported.keys().next().value!);
         }
-        const input = this.#inputs.get(event.parentId);
+        // The reader pairs the error with its cell; during the handover the
+        // worker may not have seen the cell's input, the main-thread reader has.
+        const input = event.executionCount === null && event.firstLine === ""
+          ? this.#inputs.get(event.parentId)
+          : event;
+        const executionCount = input?.executionCount ?? null;
+        if (
+          executionCount !== null &&
+          (this.#lastExecutionCount === null ||
+            executionCount > this.#lastExecutionCount)
+        ) {
+          this.#lastExecutionCount = executionCount;
+        }
         try {
           this.#options.onError({
             ename: event.ename,
             evalue: event.evalue,
             traceback: event.traceback,
             firstLine: input?.firstLine ?? "",
-            executionCount: input?.executionCount ?? null,
+            executionCount,
           });
         } catch {
           // the consumer's failure must not stop capture

@@ -3,16 +3,23 @@
  * kernel's IOPub channel, so the socket is drained on its own thread even
  * while the kernel's main thread is busy (a cell printing 20 MB writes its
  * output synchronously, and the kernel's publisher waits for every
- * subscriber). It skips unneeded messages after their header frame, verifies
- * signatures, and posts only small events (`execute_input` first lines and
- * counts, `error` contents, markers) to the main thread. The same reader also
- * runs on the main thread while the worker starts (about a second in the
- * kernel).
+ * subscriber). The same reader also runs on the main thread while the worker
+ * starts (about a second in the kernel).
+ *
+ * A successful cell costs the kernel as little as possible: the reader wakes
+ * up once per burst of messages rather than once per message (see
+ * `ZmtpSocketOptions.coalesceMs`), skips unneeded messages after their header
+ * frame, keeps each `execute_input` as received (its signature is verified
+ * and its content parsed only when a failing cell or a marker needs it), and
+ * posts nothing to the main thread. It posts an `error` (already paired with
+ * its cell's first line and execution count), and answers markers with the
+ * execution count of the last cell seen.
  *
  * Protocol (main → worker): `start {connection}`, `expect {id}`,
  * `forget {id}`, `stop`. Worker → main: `connected`, `failed {message}`,
- * `expecting {id}`, `input {parentId, firstLine, executionCount}`,
- * `error {parentId, ename, evalue, traceback}`, `marker {id}`,
+ * `expecting {id}`, `input {parentId, firstLine, executionCount}` (only from
+ * a reader created with `postInputs`), `error {parentId, ename, evalue,
+ * traceback, firstLine, executionCount}`, `marker {id, executionCount}`,
  * `closed {message?}`, `stopped`.
  *
  * @module
@@ -52,13 +59,51 @@ export type IopubWorkerEvent =
     ename: string;
     evalue: string;
     traceback: string[];
+    /** The failing cell's first line; `""` when its `execute_input` was not seen. */
+    firstLine: string;
+    /** The failing cell's execution count; `null` when its `execute_input` was not seen. */
+    executionCount: number | null;
   }
-  | { type: "marker"; id: string }
+  | {
+    type: "marker";
+    id: string;
+    /** The execution count of the last cell seen before the marker, or `null`. */
+    executionCount: number | null;
+  }
   | { type: "closed"; message?: string }
   | { type: "stopped" };
 
+/** Options for {@linkcode IopubReader}. */
+export interface IopubReaderOptions {
+  /**
+   * Also post an `input` event for every `execute_input` (costs a wake-up of
+   * the receiving thread per cell). @default {false}
+   */
+  postInputs?: boolean;
+  /**
+   * Milliseconds the socket waits after a burst before reading again (see
+   * `ZmtpSocketOptions.coalesceMs`). @default {10}
+   */
+  coalesceMs?: number;
+}
+
 /** At most this many routing frames may precede the delimiter. */
 const MAX_IDENTITY_FRAMES = 16;
+/** How many recent `execute_input` messages are kept for pairing. */
+const REMEMBERED_INPUTS = 64;
+
+const decoder = new TextDecoder();
+
+/** An `execute_input` as received: verified and parsed only when needed. */
+interface ReceivedInput {
+  /** Its position in the stream's `execute_input` messages. */
+  seq: number;
+  frames: Uint8Array[];
+  /** The parent request's msg_id, once read (`""` when unreadable). */
+  parentId?: string;
+  /** The verified cell, once checked; `null` when invalid. */
+  cell?: { firstLine: string; executionCount: number | null } | null;
+}
 
 interface WorkerScope {
   onmessage: ((event: MessageEvent<IopubWorkerRequest>) => void) | null;
@@ -79,9 +124,12 @@ interface WorkerScope {
  */
 export class IopubReader {
   #post: (event: IopubWorkerEvent) => void;
+  #options: IopubReaderOptions;
   #socket: ZmtpSocket | undefined;
   #signer: MessageSigner | undefined;
   #expected = new Set<string>();
+  #inputs: ReceivedInput[] = [];
+  #inputsSeen = 0;
   #queue: Promise<void> = Promise.resolve();
   #stopped = false;
 
@@ -89,9 +137,14 @@ export class IopubReader {
    * Creates a reader.
    *
    * @param post Receives the events.
+   * @param options Reader options.
    */
-  constructor(post: (event: IopubWorkerEvent) => void) {
+  constructor(
+    post: (event: IopubWorkerEvent) => void,
+    options: IopubReaderOptions = {},
+  ) {
     this.#post = post;
+    this.#options = options;
   }
 
   /**
@@ -121,6 +174,7 @@ export class IopubReader {
         this.#stopped = true;
         await this.#socket?.close();
         await this.#queue;
+        this.#inputs = [];
         this.#post({ type: "stopped" });
         break;
     }
@@ -139,6 +193,7 @@ export class IopubReader {
       },
       {
         type: "SUB",
+        coalesceMs: this.#options.coalesceMs ?? 10,
         accept: (frames) => this.#accept(frames),
         onMessage: (frames) => this.#onFrames(frames),
         onClose: (error) => {
@@ -189,29 +244,46 @@ export class IopubReader {
 
   #onFrames(frames: Uint8Array[]): void {
     if (this.#stopped) return;
+    if (isExecuteInput(frames)) {
+      // Kept as received: no signature check, no parsing, no wake-up task.
+      const input: ReceivedInput = { seq: this.#inputsSeen++, frames };
+      this.#remember(input);
+      if (this.#options.postInputs) {
+        this.#queue = this.#queue.then(async () => {
+          const cell = await this.#verify(input);
+          if (cell != null && !this.#stopped) {
+            this.#post({ type: "input", parentId: input.parentId!, ...cell });
+          }
+        }).catch(() => {});
+      }
+      return;
+    }
+    // Inputs that arrive while this message waits in the queue are not "before" it.
+    const inputsBefore = this.#inputsSeen;
     this.#queue = this.#queue.then(async () => {
       const message = await parseMessage(frames, this.#signer!);
-      if (message !== undefined && !this.#stopped) this.#onMessage(message);
+      if (message !== undefined && !this.#stopped) {
+        await this.#onMessage(message, inputsBefore);
+      }
     }).catch(() => {});
   }
 
-  #onMessage(message: JupyterMessage): void {
+  #remember(input: ReceivedInput): void {
+    this.#inputs.push(input);
+    if (this.#inputs.length > REMEMBERED_INPUTS) this.#inputs.shift();
+  }
+
+  async #onMessage(
+    message: JupyterMessage,
+    inputsBefore: number,
+  ): Promise<void> {
     const { content } = message;
     const parentId = String(message.parent_header.msg_id ?? "");
     switch (message.header.msg_type) {
-      case "execute_input": {
-        const code = typeof content.code === "string" ? content.code : "";
-        this.#post({
-          type: "input",
-          parentId,
-          firstLine: firstLineOf(code),
-          executionCount: typeof content.execution_count === "number"
-            ? content.execution_count
-            : null,
-        });
-        break;
-      }
-      case "error":
+      case "error": {
+        const cell = parentId === ""
+          ? undefined
+          : await this.#cellOf(parentId, inputsBefore);
         this.#post({
           type: "error",
           parentId,
@@ -220,8 +292,11 @@ export class IopubReader {
           traceback: Array.isArray(content.traceback)
             ? content.traceback.map(String)
             : [],
+          firstLine: cell?.firstLine ?? "",
+          executionCount: cell?.executionCount ?? null,
         });
         break;
+      }
       case "display_data":
       case "update_display_data": {
         const transient = content.transient as
@@ -229,12 +304,92 @@ export class IopubReader {
           | undefined;
         const id = transient?.display_id;
         if (typeof id === "string" && this.#expected.has(id)) {
-          this.#post({ type: "marker", id });
+          this.#post({
+            type: "marker",
+            id,
+            executionCount: await this.#lastExecutionCount(inputsBefore),
+          });
         }
         break;
       }
     }
   }
+
+  /** The verified cell of the `execute_input` answering request `parentId`. */
+  async #cellOf(
+    parentId: string,
+    inputsBefore: number,
+  ): Promise<ReceivedInput["cell"]> {
+    for (let index = this.#inputs.length - 1; index >= 0; index--) {
+      const input = this.#inputs[index];
+      if (input.seq >= inputsBefore) continue;
+      if (parentIdOf(input) !== parentId) continue;
+      const cell = await this.#verify(input);
+      if (cell !== null) return cell;
+    }
+    return undefined;
+  }
+
+  /** The execution count of the newest valid `execute_input` (of the first `inputsBefore`) that has one. */
+  async #lastExecutionCount(inputsBefore: number): Promise<number | null> {
+    for (let index = this.#inputs.length - 1; index >= 0; index--) {
+      if (this.#inputs[index].seq >= inputsBefore) continue;
+      const cell = await this.#verify(this.#inputs[index]);
+      if (cell?.executionCount != null) return cell.executionCount;
+    }
+    return null;
+  }
+
+  /** Verifies and parses a kept `execute_input` once. */
+  async #verify(input: ReceivedInput): Promise<ReceivedInput["cell"]> {
+    if (input.cell === undefined) {
+      parentIdOf(input);
+      const message = await parseMessage(input.frames, this.#signer!);
+      input.cell = message === undefined ||
+          message.header.msg_type !== "execute_input"
+        ? null
+        : cellOf(message.content);
+      input.frames = [];
+    }
+    return input.cell;
+  }
+}
+
+/** Whether complete `frames` are an `execute_input` (by its unverified header). */
+function isExecuteInput(frames: Uint8Array[]): boolean {
+  return peekHeader(frames)?.msg_type === "execute_input";
+}
+
+/** The parent msg_id of a kept input (read once, unverified), or `""`. */
+function parentIdOf(input: ReceivedInput): string {
+  if (input.parentId !== undefined) return input.parentId;
+  const { frames } = input;
+  const delimiter = findDelimiter(frames);
+  let parentId = "";
+  if (delimiter >= 0 && frames.length >= delimiter + 4) {
+    try {
+      const parent = JSON.parse(decoder.decode(frames[delimiter + 3]));
+      if (typeof parent?.msg_id === "string") parentId = parent.msg_id;
+    } catch {
+      // no parent id
+    }
+  }
+  input.parentId = parentId;
+  return parentId;
+}
+
+/** The first line and execution count of an `execute_input`'s content. */
+function cellOf(
+  content: Record<string, unknown>,
+): { firstLine: string; executionCount: number | null } {
+  return {
+    firstLine: firstLineOf(
+      typeof content.code === "string" ? content.code : "",
+    ),
+    executionCount: typeof content.execution_count === "number"
+      ? content.execution_count
+      : null,
+  };
 }
 
 /**

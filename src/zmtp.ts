@@ -255,6 +255,8 @@ export class ZmtpParser {
   #flags = 0;
   #skipping = false;
   #skipMessage = false;
+  /** Whether a frame with the MORE flag was the last one delivered. */
+  #inMessage = false;
 
   /**
    * Creates a parser.
@@ -275,6 +277,16 @@ export class ZmtpParser {
    */
   skipRestOfMessage(): void {
     this.#skipMessage = true;
+  }
+
+  /**
+   * Whether the bytes fed so far end exactly between two messages: the
+   * greeting is complete and no frame header, frame body or further frame of
+   * a multipart message is pending.
+   */
+  get atMessageBoundary(): boolean {
+    return this.#greeting === undefined && this.#headerFilled === 0 &&
+      this.#body === undefined && !this.#skipping && !this.#inMessage;
   }
 
   /**
@@ -359,7 +371,10 @@ export class ZmtpParser {
     const body = this.#body ?? new Uint8Array(0);
     this.#body = undefined;
     this.#skipping = false;
-    if (!command && !more) this.#skipMessage = false;
+    if (!command) {
+      this.#inMessage = more;
+      if (!more) this.#skipMessage = false;
+    }
     this.onFrame({ more: command ? false : more, command, body, skipped });
   }
 }
@@ -394,8 +409,17 @@ export interface ZmtpSocketOptions {
   handshakeTimeoutMs?: number;
   /** Largest accepted frame body in bytes. @default {1073741824} */
   maxFrameBytes?: number;
-  /** Size of each read buffer in bytes. @default {262144} */
+  /** Size of the read buffer in bytes. @default {1048576} */
   readBufferBytes?: number;
+  /**
+   * After a read that ends between two messages (and did not fill the read
+   * buffer), wait this many milliseconds before reading again, so that the
+   * messages of a burst are read together in one wake-up instead of one each;
+   * meanwhile they wait in the operating system's socket buffer. Reads that
+   * end inside a message continue at once, so a long message is drained at
+   * full speed. `0` reads again at once. @default {0}
+   */
+  coalesceMs?: number;
 }
 
 /**
@@ -556,13 +580,22 @@ export class ZmtpSocket {
   }
 
   async #read(): Promise<void> {
-    const buffer = new Uint8Array(this.#options.readBufferBytes ?? 256 * 1024);
+    const buffer = new Uint8Array(
+      this.#options.readBufferBytes ?? 1024 * 1024,
+    );
+    const coalesceMs = this.#options.coalesceMs ?? 0;
     let failure: unknown;
     try {
       while (true) {
         const count = await this.#conn.read(buffer);
         if (count === null) break;
         this.#parser.push(buffer.subarray(0, count));
+        if (
+          coalesceMs > 0 && count < buffer.length && this.#peerType !== "" &&
+          this.#parser.atMessageBoundary && !this.#closed
+        ) {
+          await new Promise((resolve) => setTimeout(resolve, coalesceMs));
+        }
       }
     } catch (error) {
       if (!this.#closed) failure = error;

@@ -145,6 +145,25 @@ Deno.test("ZmtpParser.skipRestOfMessage() skips bodies until the message ends", 
   ]);
 });
 
+Deno.test("ZmtpParser.atMessageBoundary is true only between complete messages", () => {
+  const parser = new ZmtpParser();
+  const boundaries: boolean[] = [];
+  const push = (bytes: Uint8Array) => {
+    parser.push(bytes);
+    boundaries.push(parser.atMessageBoundary);
+  };
+  const greeting = zmtpGreeting();
+  push(greeting.subarray(0, 10));
+  push(greeting.subarray(10));
+  const message = encodeMessage([encoder.encode("a"), new Uint8Array(300)]);
+  push(message.subarray(0, 3)); // the first frame, MORE set
+  push(message.subarray(3, 5)); // half the second frame's header
+  push(message.subarray(5, 100)); // inside its body
+  push(message.subarray(100)); // the message is complete
+  push(encodeCommand("PING", new Uint8Array(2)));
+  assert.deepEqual(boundaries, [false, true, false, false, false, true, true]);
+});
+
 Deno.test("ZmtpParser rejects a non-ZMTP greeting and oversized frames", () => {
   assert.throws(() => new ZmtpParser().push(new Uint8Array(64)), RangeError);
   const parser = new ZmtpParser({ greeting: false, maxFrameBytes: 10 });
