@@ -21,7 +21,9 @@
  * extension, 1 without, or the benchmark fails. One kernel instead of two
  * kernels side by side removes the difference between two processes (their
  * heaps, their placement on the CPUs) from the ratio; cells whose IOPub status
- * the kernel lost are left out (and counted).
+ * the kernel lost are left out (and counted). Also printed, without a target:
+ * the kernel process's CPU time per trivial cell on each side (Linux `/proc`),
+ * which the machine's other load disturbs less than latency.
  *
  * Run: `deno run --allow-all tests/bench/kernel_latency.ts`
  *
@@ -123,6 +125,20 @@ async function iopubPeers(kernel: KernelClient): Promise<number | undefined> {
   return count;
 }
 
+/**
+ * The CPU time used so far by process `pid` (user + system, all threads) in
+ * milliseconds, from `/proc/<pid>/stat`; `undefined` where unavailable.
+ */
+async function kernelCpuMs(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10; // USER_HZ = 100
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs `code` `count` times; appends the latencies of undisrupted cells to `into`. */
 async function runCells(
   kernel: KernelClient,
@@ -162,7 +178,11 @@ export async function measureLatency(
     KernelBenchResult,
     "trivialWithout" | "trivialWith" | "bigWithout" | "bigWith"
   >
-  & { counts: Record<Side, { trivial: number; big: number }> }
+  & {
+    counts: Record<Side, { trivial: number; big: number }>;
+    /** The kernel process's CPU ms per trivial cell, when `/proc` is available. */
+    cpuPerCell?: Record<Side, number>;
+  }
 > {
   const rounds = options.rounds ?? 12;
   const trivialPerRound = options.trivialPerRound ?? 25;
@@ -173,6 +193,8 @@ export async function measureLatency(
     without: { trivial: [], big: [] },
     with: { trivial: [], big: [] },
   };
+  const cpu: Record<Side, number> = { without: 0, with: 0 };
+  const cpuAvailable = (await kernelCpuMs(kernel.pid)) !== undefined;
   let current: Side = "without";
   const switchTo = async (side: Side): Promise<void> => {
     if (side === current) return;
@@ -225,8 +247,16 @@ export async function measureLatency(
       for (const side of order) {
         await switchTo(side);
         const trivial: number[] = [];
+        // Let work left from the switch or the last 20 MB cell finish first,
+        // so that the CPU figure counts the trivial cells only.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const cpuBefore = await kernelCpuMs(kernel.pid);
         const big: number[] = [];
         await runCells(kernel, TRIVIAL_CELL, trivialPerRound, trivial);
+        const cpuAfter = await kernelCpuMs(kernel.pid);
+        if (cpuBefore !== undefined && cpuAfter !== undefined) {
+          cpu[side] += cpuAfter - cpuBefore;
+        }
         await runCells(kernel, BIG_CELL, bigPerRound, big);
         times[side].trivial.push(...trivial);
         times[side].big.push(...big);
@@ -240,6 +270,12 @@ export async function measureLatency(
       trivialWith: median(times.with.trivial),
       bigWithout: median(times.without.big),
       bigWith: median(times.with.big),
+      cpuPerCell: cpuAvailable
+        ? {
+          without: cpu.without / (rounds * trivialPerRound),
+          with: cpu.with / (rounds * trivialPerRound),
+        }
+        : undefined,
       counts: {
         without: {
           trivial: times.without.trivial.length,
@@ -343,12 +379,21 @@ export async function main(): Promise<KernelBenchResult> {
         coldTimes.map((ms) => ms.toFixed(0)).join(", ")
       }; target ≤ 300 ms)`,
   );
-  const { counts, ...latency } = await measureLatency();
+  const { counts, cpuPerCell, ...latency } = await measureLatency();
   console.log(
     `latency in one kernel, extension loaded and unloaded in turn (ABBA): ` +
       `${counts.without.trivial}/${counts.with.trivial} trivial and ` +
       `${counts.without.big}/${counts.with.big} 20 MB cells without/with`,
   );
+  if (cpuPerCell !== undefined) {
+    console.log(
+      `kernel process CPU per trivial cell: ${
+        cpuPerCell.without.toFixed(2)
+      } ms without, ${cpuPerCell.with.toFixed(2)} ms with the extension ` +
+        `(ratio ${(cpuPerCell.with / cpuPerCell.without).toFixed(3)}; ` +
+        `all its threads, 10 ms ticks summed over the blocks; no target)`,
+    );
+  }
   console.log(
     `trivial cell: ${latency.trivialWithout.toFixed(2)} ms without, ${
       latency.trivialWith.toFixed(2)
