@@ -23,7 +23,7 @@
  * heaps, their placement on the CPUs) from the ratio; cells whose IOPub status
  * the kernel lost are left out (and counted). Also printed, without a target:
  * the kernel process's CPU time per trivial cell on each side (Linux `/proc`),
- * which the machine's other load disturbs less than latency.
+ * measured from a moment the kernel is quiet (no CPU used for 200 ms).
  *
  * Run: `deno run --allow-all tests/bench/kernel_latency.ts`
  *
@@ -139,6 +139,22 @@ async function kernelCpuMs(pid: number): Promise<number | undefined> {
   }
 }
 
+/**
+ * Waits (at most 5 s) until process `pid` used no CPU for 200 ms.
+ *
+ * @returns Its CPU time then, as {@linkcode kernelCpuMs}.
+ */
+async function kernelQuiet(pid: number): Promise<number | undefined> {
+  let last = await kernelCpuMs(pid);
+  for (let poll = 0; poll < 25 && last !== undefined; poll++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const now = await kernelCpuMs(pid);
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
 /** Runs `code` `count` times; appends the latencies of undisrupted cells to `into`. */
 async function runCells(
   kernel: KernelClient,
@@ -247,10 +263,10 @@ export async function measureLatency(
       for (const side of order) {
         await switchTo(side);
         const trivial: number[] = [];
-        // Let work left from the switch or the last 20 MB cell finish first,
-        // so that the CPU figure counts the trivial cells only.
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const cpuBefore = await kernelCpuMs(kernel.pid);
+        // Let work left from the switch or the last 20 MB cell (garbage
+        // collection, output still being sent) finish first, so that the CPU
+        // figure counts the trivial cells only.
+        const cpuBefore = await kernelQuiet(kernel.pid);
         const big: number[] = [];
         await runCells(kernel, TRIVIAL_CELL, trivialPerRound, trivial);
         const cpuAfter = await kernelCpuMs(kernel.pid);
