@@ -250,10 +250,11 @@ export class CellCapture {
   /** The main-thread reader. */
   #localSource(): Source {
     const waiters = new Map<string, (event: IopubWorkerEvent) => void>();
-    // Only briefly in charge: it may post every input, the worker does not.
+    // Only briefly in charge (until the worker's handover): it may post every
+    // input and read without coalescing, which keeps loadExtension() fast.
     const reader = new IopubReader((event) => {
       if (!answer(waiters, event)) this.#onEvent(event);
-    }, { postInputs: true });
+    }, { postInputs: true, coalesceMs: 0 });
     const source: Source = {
       request: (request) => {
         if (request.type === "forget") {
