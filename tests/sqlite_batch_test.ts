@@ -209,3 +209,64 @@ Deno.test("SqliteStorage: a group's state change and deletion queued among its r
     await storage.close();
   }
 });
+
+Deno.test("SqliteStorage: a batch's session claims reach the session's row: count, cap per call, latest report time", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nbr-batch-" });
+  const path = `${dir}/errors.db`;
+  try {
+    const storage = await openSqliteStorage(path);
+    const now = Date.UTC(2026, 0, 5, 12);
+    const a = await storage.createUsage("bench", now);
+    const b = await storage.createUsage("bench", now);
+    await storage.addReport({
+      usageUuid: a.uuid,
+      payload: { ...PAYLOAD, execution_count: 100 },
+      now,
+      dedupeWindowMs: 60_000,
+      maxReportsPerSession: Infinity,
+    });
+    // One batch: a's cap is 3 for some calls and 5 for others; b is new in
+    // the batch; one of a's reports repeats an earlier one (a duplicate
+    // claims a report too).
+    const sends: [typeof a, number, number][] = [
+      [a, 1, 3],
+      [b, 1, 3],
+      [a, 2, 3],
+      [a, 3, 3],
+      [a, 4, 5],
+      [a, 100, 5],
+      [a, 6, 5],
+      [b, 2, 3],
+    ];
+    const results = await Promise.all(
+      sends.map(([usage, n, cap], i) =>
+        storage.addReport({
+          usageUuid: usage.uuid,
+          payload: { ...PAYLOAD, execution_count: n },
+          now: now + 10 + i,
+          dedupeWindowMs: 60_000,
+          maxReportsPerSession: cap,
+        })
+      ),
+    );
+    deepEqual(results.map((r) => r.status), [
+      "stored",
+      "stored",
+      "stored",
+      "session-limit",
+      "stored",
+      "duplicate",
+      "session-limit",
+      "stored",
+    ]);
+    await storage.close();
+    const db = new DatabaseSync(path);
+    const rows = db.prepare(
+      "SELECT uuid, report_count, last_report_at FROM usages ORDER BY id",
+    ).all().map((r) => [r.uuid, r.report_count, r.last_report_at]);
+    db.close();
+    deepEqual(rows, [[a.uuid, 5, now + 15], [b.uuid, 2, now + 17]]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

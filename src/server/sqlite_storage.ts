@@ -8,7 +8,9 @@
  * write, so one failing write never undoes another. A write's counts (per
  * day, per group and hour) join the batch's only once the write succeeded,
  * and are written just before COMMIT; so are its groups, each read once per
- * batch and written once with all its reports' changes. A write's promise
+ * batch and written once with all its reports' changes, and its session's
+ * report count (a session's first report of a batch claims through the
+ * table, its next ones in memory, written once). A write's promise
  * resolves after the COMMIT returned, so the HTTP layer acknowledges only
  * committed reports.
  *
@@ -204,10 +206,10 @@ interface QueuedWrite {
   // deno-lint-ignore no-explicit-any
   run: () => any;
   /**
-   * The write changes groups itself: the batch's pending group updates are
-   * written before it runs (outside its savepoint).
+   * The write changes groups or sessions itself: the batch's pending group
+   * and session updates are written before it runs (outside its savepoint).
    */
-  changesGroups: boolean;
+  flushFirst: boolean;
   // deno-lint-ignore no-explicit-any
   resolve: (value: any) => void;
   reject: (reason: unknown) => void;
@@ -219,6 +221,18 @@ const CHECKPOINT_INTERVAL_MS = 200;
 const DEFAULT_AUTOCHECKPOINT_PAGES = 1000;
 /** The automatic checkpoint while the worker checkpoints (about 40 MiB of WAL). */
 const BACKSTOP_AUTOCHECKPOINT_PAGES = 10_000;
+
+/** A session as the open batch's succeeded writes left it. */
+interface BatchSession {
+  id: number;
+  notebook: string;
+  /** Its reports, the batch's included. */
+  reportCount: number;
+  /** The batch's reports not written to its row yet. */
+  added: number;
+  /** The latest of them's time. */
+  lastReportAt: number;
+}
 
 interface UsageRow {
   id: number;
@@ -307,6 +321,12 @@ export class SqliteStorage implements Storage {
     | undefined;
   #grouping: SqliteGrouping;
   #dedupe: DedupeWindow;
+  /** The open batch's sessions that reported, by uuid. */
+  #sessions = new Map<string, BatchSession>();
+  /** The running write's claim, added to `#sessions` once it succeeded. */
+  #claimed:
+    | { uuid: string; session: BatchSession; now: number; stored: boolean }
+    | undefined;
   #checkpointer: Checkpointer | undefined;
 
   /**
@@ -422,7 +442,10 @@ export class SqliteStorage implements Storage {
         ON CONFLICT (notebook, day) DO UPDATE
         SET reports = reports + excluded.reports, sessions = sessions + excluded.sessions`,
       claimReport: `UPDATE usages SET report_count = report_count + 1,
-        last_report_at = ?3 WHERE uuid = ?1 AND report_count < ?2 RETURNING id, notebook`,
+        last_report_at = ?3 WHERE uuid = ?1 AND report_count < ?2
+        RETURNING id, notebook, report_count`,
+      addClaims:
+        "UPDATE usages SET report_count = report_count + ?, last_report_at = ? WHERE id = ?",
       bumpDuplicate:
         "UPDATE reports SET occurrences = occurrences + 1, last_seen_at = ? WHERE id = ?",
       insertReport:
@@ -446,12 +469,12 @@ export class SqliteStorage implements Storage {
     return this.#statements[name]!;
   }
 
-  #write<T>(run: () => T, changesGroups = false): Promise<T> {
+  #write<T>(run: () => T, flushFirst = false): Promise<T> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write: the storage is closed"));
     }
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ run, resolve, reject, changesGroups });
+      this.#queue.push({ run, resolve, reject, flushFirst });
       if (!this.#scheduled) {
         this.#scheduled = true;
         setImmediate(() => this.#flush());
@@ -498,8 +521,9 @@ export class SqliteStorage implements Storage {
     const savepoint = this.#st("savepoint");
     const release = this.#st("release");
     for (const write of batch) {
-      if (write.changesGroups) {
+      if (write.flushFirst) {
         try {
+          this.#flushSessions();
           this.#grouping.flushGroups();
         } catch (error) {
           this.#rollback();
@@ -528,6 +552,7 @@ export class SqliteStorage implements Storage {
       } catch (error) {
         // Its statements are undone: so are its counts.
         this.#staged = undefined;
+        this.#claimed = undefined;
         this.#grouping.discardWrite();
         this.#dedupe.discardWrite();
         try {
@@ -552,6 +577,7 @@ export class SqliteStorage implements Storage {
         );
       }
       this.#counts.clear();
+      this.#flushSessions();
       this.#grouping.flushCounts();
       this.#db.exec("COMMIT");
     } catch (error) {
@@ -583,13 +609,81 @@ export class SqliteStorage implements Storage {
         });
       }
     }
+    const claimed = this.#claimed;
+    if (claimed !== undefined) {
+      this.#claimed = undefined;
+      if (claimed.stored) {
+        this.#sessions.set(claimed.uuid, claimed.session);
+      } else {
+        claimed.session.reportCount++;
+        claimed.session.added++;
+        claimed.session.lastReportAt = claimed.now;
+      }
+    }
     this.#grouping.commitWrite();
     this.#dedupe.commitWrite();
+  }
+
+  /**
+   * Claims a report of the session under its cap: the session's first in
+   * the batch through the table, its next ones in memory (written by
+   * {@linkcode #flushSessions}). Counted only once the write succeeded.
+   */
+  #claim(
+    uuid: string,
+    max: number,
+    now: number,
+  ): BatchSession | "limit" | undefined {
+    const known = this.#sessions.get(uuid);
+    if (known !== undefined) {
+      if (known.reportCount >= max) return "limit";
+      this.#claimed = { uuid, session: known, now, stored: false };
+      return known;
+    }
+    const row = this.#st("claimReport").get(uuid, max, now) as
+      | { id: number; notebook: string; report_count: number }
+      | undefined;
+    if (row !== undefined) {
+      const session: BatchSession = {
+        id: row.id,
+        notebook: row.notebook,
+        reportCount: row.report_count,
+        added: 0,
+        lastReportAt: now,
+      };
+      this.#claimed = { uuid, session, now, stored: true };
+      return session;
+    }
+    const usage = this.#st("usageByUuid").get(uuid) as UsageRow | undefined;
+    if (usage === undefined) return undefined;
+    // Read, not changed: the batch may rely on it whatever this write does.
+    this.#sessions.set(uuid, {
+      id: usage.id,
+      notebook: usage.notebook,
+      reportCount: usage.report_count,
+      added: 0,
+      lastReportAt: now,
+    });
+    return "limit";
+  }
+
+  /** Writes the batch's in-memory session claims and forgets its sessions. */
+  #flushSessions(): void {
+    if (this.#sessions.size === 0) return;
+    const update = this.#st("addClaims");
+    for (const session of this.#sessions.values()) {
+      if (session.added > 0) {
+        update.run(session.added, session.lastReportAt, session.id);
+      }
+    }
+    this.#sessions.clear();
   }
 
   /** Rolls the open transaction back with the batch's pending counts. */
   #rollback(): void {
     this.#staged = undefined;
+    this.#claimed = undefined;
+    this.#sessions.clear();
     this.#counts.clear();
     this.#grouping.clearCounts();
     this.#dedupe.rollbackBatch();
@@ -644,15 +738,14 @@ export class SqliteStorage implements Storage {
     const traceback = JSON.stringify(input.payload.traceback);
     return this.#write((): AddReportResult => {
       const now = input.now;
-      const usage = this.#st("claimReport").get(
+      const usage = this.#claim(
         input.usageUuid,
         input.maxReportsPerSession,
         now,
-      ) as { id: number; notebook: string } | undefined;
-      if (!usage) {
-        return this.#st("usageByUuid").get(input.usageUuid)
-          ? { status: "session-limit", limit: input.maxReportsPerSession }
-          : { status: "unknown-session" };
+      );
+      if (usage === undefined) return { status: "unknown-session" };
+      if (usage === "limit") {
+        return { status: "session-limit", limit: input.maxReportsPerSession };
       }
       const group = this.#grouping.record({
         usageId: usage.id,
@@ -673,19 +766,21 @@ export class SqliteStorage implements Storage {
       }
       const p = input.payload;
       // run() and its rowid: RETURNING costs a few µs more per report.
-      const id = Number(this.#st("insertReport").run(
-        usage.id,
-        usage.notebook,
-        now,
-        now,
-        hash,
-        p.error_name,
-        p.error_message,
-        traceback,
-        p.first_line,
-        p.execution_count,
-        group?.id ?? null,
-      ).lastInsertRowid);
+      const id = Number(
+        this.#st("insertReport").run(
+          usage.id,
+          usage.notebook,
+          now,
+          now,
+          hash,
+          p.error_name,
+          p.error_message,
+          traceback,
+          p.first_line,
+          p.execution_count,
+          group?.id ?? null,
+        ).lastInsertRowid,
+      );
       this.#dedupe.stage(key, id, now);
       this.#count(usage.notebook, now, 1, 0);
       return {
@@ -840,13 +935,15 @@ export class SqliteStorage implements Storage {
       if (deleted < chunk) break;
     }
     await this.#write(() => this.#grouping.prune(options.now));
-    const expiredUsages = await this.#write(() =>
-      Number(
-        this.#db.prepare(
-          `DELETE FROM usages WHERE created_at < ?
+    const expiredUsages = await this.#write(
+      () =>
+        Number(
+          this.#db.prepare(
+            `DELETE FROM usages WHERE created_at < ?
            AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.usage_id = usages.id)`,
-        ).run(cutoff).changes,
-      )
+          ).run(cutoff).changes,
+        ),
+      true,
     );
     let evictedReports = 0;
     while (this.dataBytes > options.maxBytes) {

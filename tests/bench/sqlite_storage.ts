@@ -1,6 +1,7 @@
 /**
  * CPU cost of {@linkcode SqliteStorage.addReport} alone (no HTTP): distinct
- * reports of one error from one session, sent as batches of concurrent
+ * reports of one error from one session (or several in turn), sent as
+ * batches of concurrent
  * `addReport` calls (so group commit puts each batch in one transaction),
  * on a fresh file per run, with `synchronous` NORMAL and FULL, after one
  * untimed warm-up run. Prints the median over the runs of the wall time per
@@ -11,7 +12,8 @@
  * (the lock keeps it apart from other benchmarks on a shared machine).
  * Flags: `--reports <n>` (default 40000), `--batch <n>` (default 32),
  * `--runs <n>` (default 3), `--duplicates <fraction>` (default 0: the share
- * of reports that repeat the previous batch's payload, counted not stored).
+ * of reports that repeat the previous batch's payload, counted not stored),
+ * `--sessions <n>` (default 1: the reports go to n sessions in turn).
  *
  * @module
  */
@@ -58,6 +60,7 @@ async function runOnce(
   reports: number,
   batch: number,
   duplicates: number,
+  sessions: number,
 ): Promise<{ wall: number; cpu: number }> {
   const path = `${dir}/bench-${synchronous}.db`;
   for (const suffix of ["", "-wal", "-shm"]) {
@@ -65,7 +68,10 @@ async function runOnce(
   }
   const storage = await openSqliteStorage(path, { synchronous });
   try {
-    const usage = await storage.createUsage("bench", Date.now());
+    const usages = [];
+    for (let i = 0; i < sessions; i++) {
+      usages.push(await storage.createUsage("bench", Date.now()));
+    }
     const repeatEvery = duplicates > 0 ? Math.round(1 / duplicates) : 0;
     const cpu0 = cpuUsage();
     const t0 = performance.now();
@@ -78,7 +84,7 @@ async function runOnce(
           ? n - batch
           : n;
         pending.push(storage.addReport({
-          usageUuid: usage.uuid,
+          usageUuid: usages[n % sessions]!.uuid,
           payload: payload(count),
           now: Date.now(),
           dedupeWindowMs: 60_000,
@@ -114,22 +120,31 @@ export async function main(
       batch: { type: "string" },
       runs: { type: "string" },
       duplicates: { type: "string" },
+      sessions: { type: "string" },
     },
   });
   const reports = Number(values.reports ?? 40_000);
   const batch = Number(values.batch ?? 32);
   const runs = Number(values.runs ?? 3);
   const duplicates = Number(values.duplicates ?? 0);
+  const sessions = Number(values.sessions ?? 1);
   const dir = await Deno.makeTempDir({ prefix: "nbr-sqlite-bench-" });
   const figures: SqliteStorageFigures[] = [];
   try {
     console.log(
-      `SqliteStorage.addReport: ${reports} reports, batches of ${batch}, ${
+      `SqliteStorage.addReport: ${reports} reports, batches of ${batch}, ${sessions} session(s), ${
         duplicates * 100
       }% duplicates, median of ${runs} runs`,
     );
     // Untimed: lets the JIT compile the write path first.
-    await runOnce(dir, "normal", Math.min(reports, 10_000), batch, duplicates);
+    await runOnce(
+      dir,
+      "normal",
+      Math.min(reports, 10_000),
+      batch,
+      duplicates,
+      sessions,
+    );
     for (const synchronous of ["normal", "full"] as const) {
       const walls: number[] = [];
       const cpus: number[] = [];
@@ -140,6 +155,7 @@ export async function main(
           reports,
           batch,
           duplicates,
+          sessions,
         );
         walls.push(wall);
         cpus.push(cpu);
