@@ -215,3 +215,35 @@ Deno.test("SqliteStorage: prune() evicting reports within the window leaves no s
     }
   });
 });
+
+Deno.test("SqliteStorage: after a restart the newest dedupeCapacity reports of the window are remembered", async () => {
+  await withFile(async (path) => {
+    const first = await openSqliteStorage(path, { dedupeCapacity: 3 });
+    const usage = await first.createUsage("dedupe", T0);
+    for (let n = 1; n <= 5; n++) {
+      await first.addReport(input(usage.uuid, payload(n), T0 + n * 1_000));
+    }
+    await first.close();
+    const second = await openSqliteStorage(path, { dedupeCapacity: 3 });
+    try {
+      // A clock a little behind the last report's still finds it.
+      equal(
+        (await second.addReport(input(usage.uuid, payload(5), T0 + 4_500)))
+          .status,
+        "duplicate",
+      );
+      equal(
+        (await second.addReport(input(usage.uuid, payload(3), T0 + 6_000)))
+          .status,
+        "duplicate",
+      );
+      equal(
+        (await second.addReport(input(usage.uuid, payload(2), T0 + 7_000)))
+          .status,
+        "stored",
+      );
+    } finally {
+      await second.close();
+    }
+  });
+});

@@ -21,6 +21,12 @@ export interface DedupeEntry {
 export const DEFAULT_DEDUPE_CAPACITY = 100_000;
 /** Expired entries are dropped at most this often (ms of window time). */
 const EXPIRE_STEP_MS = 1_000;
+/**
+ * Entries are kept (and loaded) this much longer than the window, so that a
+ * lookup whose clock is a little behind the last one's (a clock step, calls
+ * timed in another order than queued) does not reload from the table.
+ */
+const SLACK_MS = 10_000;
 
 /**
  * For every (session, payload hash), the latest report stored: exactly those
@@ -66,8 +72,6 @@ export class DedupeWindow {
   #staged: { key: string; entry: DedupeEntry } | undefined;
   /** The smallest report id the open batch stored: later rows are its own. */
   #batchMinId = Infinity;
-  /** Entries dropped because the capacity was reached. */
-  #dropped = 0;
 
   /**
    * Prepares the load statement.
@@ -77,9 +81,10 @@ export class DedupeWindow {
    */
   constructor(db: DatabaseSync, capacity: number = DEFAULT_DEDUPE_CAPACITY) {
     this.#capacity = capacity;
+    // The newest reports first, at most the capacity.
     this.#load = db.prepare(
       `SELECT id, usage_id, payload_hash, created_at FROM reports
-       WHERE created_at > ? ORDER BY created_at, id`,
+       WHERE created_at > ? ORDER BY created_at DESC, id DESC LIMIT ?`,
     );
   }
 
@@ -92,16 +97,6 @@ export class DedupeWindow {
    */
   static key(usageId: number, hash: string): string {
     return `${usageId}:${hash}`;
-  }
-
-  /** Entries held. */
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  /** Entries dropped so far because the capacity was reached. */
-  get dropped(): number {
-    return this.#dropped;
   }
 
   /**
@@ -192,16 +187,21 @@ export class DedupeWindow {
     if (time - 1 > this.#from) this.forget();
   }
 
-  /** Loads every committed report created after `cutoff`, oldest first. */
+  /**
+   * Loads every committed report created after `cutoff` (less the slack),
+   * oldest first.
+   */
   #reload(cutoff: number): void {
     this.#entries.clear();
-    const rows = this.#load.all(cutoff) as unknown as {
+    const from = cutoff - SLACK_MS;
+    const rows = this.#load.all(from, this.#capacity) as unknown as {
       id: number;
       usage_id: number;
       payload_hash: string;
       created_at: number;
     }[];
-    for (const row of rows) {
+    for (let i = rows.length - 1; i >= 0; i--) {
+      const row = rows[i]!;
       // The open batch's own rows are in #batch (or undone).
       if (row.id >= this.#batchMinId) continue;
       this.#put(DedupeWindow.key(row.usage_id, row.payload_hash), {
@@ -209,19 +209,20 @@ export class DedupeWindow {
         createdAt: row.created_at,
       });
     }
-    this.#from = cutoff;
+    this.#from = from;
     this.#expiredTo = cutoff;
     this.#trim();
   }
 
-  /** Drops entries created at or before `cutoff`, oldest first. */
+  /** Drops entries created at or before `cutoff` (less the slack), oldest first. */
   #expire(cutoff: number): void {
+    const horizon = cutoff - SLACK_MS;
     for (const [key, entry] of this.#entries) {
-      if (entry.createdAt > cutoff) break;
+      if (entry.createdAt > horizon) break;
       this.#entries.delete(key);
     }
     this.#expiredTo = cutoff;
-    if (cutoff > this.#from) this.#from = cutoff;
+    if (horizon > this.#from) this.#from = horizon;
   }
 
   /** Sets a key's entry unless it holds a newer one, moving it last. */
@@ -237,7 +238,6 @@ export class DedupeWindow {
   #trim(): void {
     let excess = this.#entries.size - this.#capacity;
     if (excess <= 0) return;
-    this.#dropped += excess;
     for (const key of this.#entries.keys()) {
       this.#entries.delete(key);
       if (--excess === 0) break;
