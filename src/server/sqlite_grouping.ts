@@ -901,32 +901,6 @@ export class SqliteGrouping {
 }
 
 /**
- * Adds a value to a JSON array of distinct values kept in first-seen order,
- * unless it is there or the array is full.
- *
- * @param json The JSON array.
- * @param value The value.
- * @param max The most values kept.
- * @returns The JSON array after.
- */
-export function addDistinct(
-  json: string,
-  value: string | number,
-  max: number,
-): string {
-  let values: unknown[];
-  try {
-    const parsed = JSON.parse(json);
-    values = Array.isArray(parsed) ? parsed : [];
-  } catch {
-    values = [];
-  }
-  if (values.length >= max || values.includes(value)) return json;
-  values.push(value);
-  return JSON.stringify(values);
-}
-
-/**
  * A digest line for a held notice.
  *
  * @param data The held notice's data.
