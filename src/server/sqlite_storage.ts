@@ -17,9 +17,10 @@
  * A session's identical reports within the dedupe window are found in
  * memory (`_sqlite_dedupe_window.ts`, loaded from the table on first use and
  * kept as writes commit), not through an index on the random payload hash.
- * Like the batch's in-memory state, it expects this storage to be the only
- * writer of the file: a report stored meanwhile by another connection is
- * not recognised as the original of a duplicate.
+ * Unlike the batch's in-memory state (which lives while the batch holds the
+ * write lock), it outlives a batch, so it expects this storage to be the
+ * only writer of reports to the file: a report stored meanwhile by another
+ * connection is not recognised as the original of a duplicate.
  *
  * @module
  */
