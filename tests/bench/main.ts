@@ -7,6 +7,7 @@
  * - `kernel`: cell latency with and without the extension, error → Slack
  *   latency, cold import + loadExtension() (real kernels);
  * - `ingest`: the collector on SQLite vs a bare `Deno.serve` (wrk);
+ * - `sqlite`: CPU per `SqliteStorage.addReport` alone, NORMAL and FULL;
  * - `postgres`: the same ingest on PostgreSQL, one and two instances, and
  *   the cost of grouping on both engines (needs `TEST_DATABASE_URL` or
  *   `BENCH_DATABASE_URL`; `tests/bench/run.sh` starts a private server);
@@ -20,12 +21,14 @@ import { main as dashboard } from "./dashboard.ts";
 import { main as ingest } from "./ingest.ts";
 import { main as ingestPostgres } from "./ingest_postgres.ts";
 import { main as kernelLatency } from "./kernel_latency.ts";
+import { main as sqliteStorage } from "./sqlite_storage.ts";
 import { main as stackParsers } from "./stack_parsers.ts";
 
 const BENCHMARKS: Record<string, () => Promise<unknown> | unknown> = {
   stack: () => stackParsers(),
   kernel: () => kernelLatency(),
   ingest: () => ingest([]),
+  sqlite: () => sqliteStorage([]),
   postgres: () => ingestPostgres([]),
   dashboard: () => dashboard([]),
 };
