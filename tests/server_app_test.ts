@@ -148,6 +148,53 @@ Deno.test("createCollector() stores a report, with or without trailing slash, an
   }
 });
 
+Deno.test("createCollector() answers writes with their content type only, and everything else also with nosniff and no-store", async () => {
+  const h = await harness({ publicRead: true });
+  try {
+    const defensive = (response: Response) => [
+      response.headers.get("content-type"),
+      response.headers.get("x-content-type-options"),
+      response.headers.get("cache-control"),
+    ];
+    const created = await h.call("POST", "/usages/", {
+      json: { notebook: "demo" },
+    });
+    const uuid = (await created.json()).uuid;
+    const writes = [
+      created,
+      await h.call("POST", `/errors/${uuid}/`, { json: payload() }),
+      await h.call("POST", "/api/v1/sessions", { json: { notebook: "demo" } }),
+      await h.call("POST", `/api/v1/sessions/${uuid}/reports`, {
+        json: payload({ execution_count: 9 }),
+      }),
+    ];
+    for (const response of writes) {
+      assert(response.ok, String(response.status));
+      assertEquals(defensive(response), ["application/json", null, null]);
+      if (!response.bodyUsed) await response.body?.cancel();
+    }
+    const others = [
+      await h.call("GET", `/usages/${uuid}`),
+      await h.call("GET", "/errors/"),
+      await h.call("GET", "/api/v1/health"),
+      await h.call("POST", `/errors/${"0".repeat(32)}/`, { json: payload() }),
+      await h.call("POST", `/errors/${uuid}/`, { json: { error_name: 1 } }),
+      await h.call("DELETE", "/usages/"),
+    ];
+    assertEquals(others.map((r) => r.status), [200, 200, 200, 404, 422, 405]);
+    for (const response of others) {
+      assertEquals(defensive(response), [
+        "application/json",
+        "nosniff",
+        "no-store",
+      ]);
+      if (!response.bodyUsed) await response.body?.cancel();
+    }
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("createCollector() re-scrubs every stored string and drops unknown fields", async () => {
   const h = await harness();
   try {

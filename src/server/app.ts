@@ -20,7 +20,12 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { scrubPayload } from "../build_payload.ts";
 import type { ErrorPayload } from "../types.ts";
 import { createDashboard, isDashboardPath } from "./dashboard/routes.ts";
-import { errorResponse, HttpError, jsonResponse } from "./http_error.ts";
+import {
+  errorResponse,
+  HttpError,
+  jsonResponse,
+  writeResponse,
+} from "./http_error.ts";
 import {
   type RateDecision,
   RateLimiter,
@@ -313,7 +318,7 @@ export function createCollector(options: CollectorOptions): CollectorHandler {
     // The original Python tool's API.
     if (path === "/usages") {
       if (method === "POST") {
-        return jsonResponse(
+        return writeResponse(
           pythonUsage(await createSession(request, info), []),
         );
       }
@@ -349,7 +354,7 @@ export function createCollector(options: CollectorOptions): CollectorHandler {
     if (parts.length === 3 && parts[1] === "errors") {
       if (method !== "POST") return notAllowed("POST");
       const { report } = await addReport(parts[2]!, request, info);
-      return jsonResponse(pythonError(report));
+      return writeResponse(pythonError(report));
     }
 
     // The native API.
@@ -367,7 +372,7 @@ export function createCollector(options: CollectorOptions): CollectorHandler {
     }
     if (path === "/api/v1/sessions") {
       if (method !== "POST") return notAllowed("POST");
-      return jsonResponse(
+      return writeResponse(
         nativeSession(await createSession(request, info)),
         201,
       );
@@ -376,7 +381,7 @@ export function createCollector(options: CollectorOptions): CollectorHandler {
     if (match) {
       if (method === "POST") {
         const { report, duplicate } = await addReport(match[1]!, request, info);
-        return jsonResponse(
+        return writeResponse(
           { ...nativeReport(report), duplicate },
           duplicate ? 200 : 201,
         );
