@@ -5,67 +5,20 @@
  */
 
 import assert from "node:assert/strict";
+import { type KernelClient, startKernel } from "../src/kernel_client.ts";
 import {
-  type ExecuteResult,
-  type KernelClient,
-  startKernel,
-} from "../src/kernel_client.ts";
+  execute as run,
+  iopubPeers,
+  loadStoreCell,
+  sleep,
+  waitForRecords,
+} from "./support/kernel_cells.ts";
 
-const ERROR_STORE_URL = import.meta.resolve("../src/error_store.ts");
-
-interface StoredRecord {
-  error_name: string;
-  error_message: string;
-  first_line: string;
-  execution_count: number | null;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function run(kernel: KernelClient, code: string): Promise<ExecuteResult> {
-  return await kernel.execute(code, { timeoutMs: 60_000 });
-}
-
-/**
- * The client ports of the peers connected to the kernel's IOPub port
- * (established sockets in `/proc/net/tcp` whose local port is that port).
- */
-async function iopubPeers(kernel: KernelClient): Promise<Set<string>> {
-  const { iopub_port: port } = JSON.parse(
-    await Deno.readTextFile(kernel.connectionFile),
-  ) as { iopub_port: number };
-  const portHex = port.toString(16).toUpperCase().padStart(4, "0");
-  const peers = new Set<string>();
-  for (const line of (await Deno.readTextFile("/proc/net/tcp")).split("\n")) {
-    const [, local, remote, state] = line.trim().split(/\s+/);
-    if (local?.endsWith(`:${portHex}`) && state === "01") peers.add(remote);
-  }
+/** The IOPub peers; the test runs only where `/proc` shows them. */
+async function peersOf(kernel: KernelClient): Promise<Set<string>> {
+  const peers = await iopubPeers(kernel);
+  assert.ok(peers, "/proc/net/tcp is unavailable");
   return peers;
-}
-
-/** Reads `es.errorDetails` through a cell that never fails. */
-async function readRecords(kernel: KernelClient): Promise<StoredRecord[]> {
-  const result = await run(
-    kernel,
-    'await Deno.jupyter.display({ "application/json": { records: JSON.parse(JSON.stringify(globalThis.es.errorDetails)) } }, { raw: true })',
-  );
-  const find = () =>
-    result.outputs.find((message) =>
-      (message.content.data as
-        | Record<string, { records?: unknown }>
-        | undefined)
-        ?.["application/json"]?.records !== undefined
-    );
-  // The kernel may publish a display after its idle status.
-  const deadline = Date.now() + 3000;
-  while (find() === undefined && Date.now() < deadline) await sleep(25);
-  const data = find()?.content.data as
-    | Record<string, { records: StoredRecord[] }>
-    | undefined;
-  assert.ok(data, "the records display is missing");
-  return data["application/json"].records;
 }
 
 Deno.test({
@@ -76,24 +29,18 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "nbr-capture-worker-" });
     const kernel = await startKernel({ cwd: dir });
     try {
-      const [client] = await iopubPeers(kernel);
+      const [client] = await peersOf(kernel);
       const load = await run(
         kernel,
-        [
-          `const { ErrorStore } = await import(${
-            JSON.stringify(ERROR_STORE_URL)
-          });`,
-          `globalThis.es = new ErrorStore({ notebook: "worker", quiet: true });`,
-          "await es.loadExtension();",
-        ].join("\n"),
+        loadStoreCell({ notebook: "worker", quiet: true }),
       );
       assert.equal(load.status, "ok", JSON.stringify(load.error));
-      const mainThreadPeers = await iopubPeers(kernel);
+      const mainThreadPeers = await peersOf(kernel);
       assert.equal(mainThreadPeers.size, 2, "client and main-thread reader");
       // Handed over: two peers again, the main-thread reader's one gone.
       const deadline = Date.now() + 15_000;
       while (true) {
-        const peers = await iopubPeers(kernel);
+        const peers = await peersOf(kernel);
         const replaced = [...mainThreadPeers].every((peer) =>
           peer === client || !peers.has(peer)
         );
@@ -123,11 +70,7 @@ Deno.test({
         "Promise.reject(new Error('unawaited after handover'));\n1",
       );
       await sleep(400);
-      let records: StoredRecord[] = [];
-      for (let attempt = 0; attempt < 20 && records.length < 4; attempt++) {
-        records = await readRecords(kernel);
-        if (records.length < 4) await sleep(100);
-      }
+      const records = await waitForRecords(kernel, 4);
       assert.deepEqual(
         records.map((record) => [
           record.error_name,
@@ -154,7 +97,7 @@ Deno.test({
       );
       const unload = await run(kernel, "await es.unloadExtension()");
       assert.equal(unload.status, "ok");
-      const peers = await iopubPeers(kernel);
+      const peers = await peersOf(kernel);
       assert.deepEqual([...peers], [client], "only the client is left");
     } finally {
       await kernel.shutdown();

@@ -5,28 +5,20 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  type ExecuteResult,
-  type KernelClient,
-  startKernel,
-} from "../src/kernel_client.ts";
+import { type KernelClient, startKernel } from "../src/kernel_client.ts";
 import type { JupyterMessage } from "../src/jupyter_message.ts";
 import { startSlackReceiver } from "./support/slack_receiver.ts";
+import {
+  execute,
+  executeOk,
+  loadStoreCell,
+  readRecords,
+  sleep,
+  waitForRecords,
+} from "./support/kernel_cells.ts";
 
-const ERROR_STORE_URL = import.meta.resolve("../src/error_store.ts");
 const ERROR_SLACK_URL = import.meta.resolve("../src/error_slack.ts");
 const ZOD = "npm:zod@3.23.8";
-
-interface StoredRecord {
-  error_name: string;
-  error_message: string;
-  traceback: { filename: string; fun_name: string; lineno: number | null }[];
-  first_line: string;
-  execution_count: number | null;
-  notebook: string;
-  timestamp: string;
-  traceback_text: string[];
-}
 
 interface TestKernel {
   kernel: KernelClient;
@@ -60,89 +52,6 @@ async function openKernel(
       await Deno.remove(dir, { recursive: true });
     },
   };
-}
-
-/** The cell a notebook author writes to load an ErrorStore. */
-function loadStoreCell(
-  options: Record<string, unknown> = { notebook: "demo" },
-): string {
-  return [
-    `const { ErrorStore } = await import(${JSON.stringify(ERROR_STORE_URL)});`,
-    `globalThis.es = new ErrorStore(${JSON.stringify(options)});`,
-    "await es.loadExtension();",
-  ].join("\n");
-}
-
-async function execute(
-  kernel: KernelClient,
-  code: string,
-): Promise<ExecuteResult> {
-  return await kernel.execute(code, { timeoutMs: 60_000 });
-}
-
-async function executeOk(
-  kernel: KernelClient,
-  code: string,
-): Promise<ExecuteResult> {
-  const result = await execute(kernel, code);
-  assert.equal(
-    result.status,
-    "ok",
-    `cell failed: ${JSON.stringify(result.error)}`,
-  );
-  return result;
-}
-
-/**
- * Reads `es.errorDetails` through a cell (which itself never fails). The Deno
- * kernel can publish the display after its idle status, and can lose IOPub
- * output under large messages (the client then reconnects): wait for a late
- * display, then read again.
- */
-async function readRecords(kernel: KernelClient): Promise<StoredRecord[]> {
-  for (let attempt = 0;; attempt++) {
-    const result = await executeOk(
-      kernel,
-      'await Deno.jupyter.display({ "application/json": { records: JSON.parse(JSON.stringify(globalThis.es.errorDetails)), dates: globalThis.es.errorDetails.every((r) => r.timestamp instanceof Date) } }, { raw: true })',
-    );
-    const find = () =>
-      result.outputs.find((message) =>
-        (message.content.data as
-          | Record<string, { records?: unknown }>
-          | undefined)
-          ?.["application/json"]?.records !== undefined
-      );
-    // The kernel may publish a display after its idle status: give it time.
-    const lateDeadline = Date.now() + 3000;
-    while (find() === undefined && Date.now() < lateDeadline) await sleep(25);
-    const output = find();
-    if (output === undefined && attempt < 3) continue;
-    assert.ok(output, "the records display is missing");
-    const data = output.content.data as Record<
-      string,
-      { records: StoredRecord[]; dates: boolean }
-    >;
-    assert.equal(data["application/json"].dates, true, "timestamps are Dates");
-    return data["application/json"].records;
-  }
-}
-
-/** Waits (without running cells) until `count` records exist, then reads them. */
-async function waitForRecords(
-  kernel: KernelClient,
-  count: number,
-  timeoutMs = 5000,
-): Promise<StoredRecord[]> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    await sleep(100);
-    const records = await readRecords(kernel);
-    if (records.length >= count || Date.now() > deadline) return records;
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function textOf(message: JupyterMessage): string {

@@ -41,6 +41,7 @@ import {
   type KernelClient,
   startKernel,
 } from "../../src/kernel_client.ts";
+import { iopubPeers } from "../support/kernel_cells.ts";
 import { startSlackReceiver } from "../support/slack_receiver.ts";
 
 const ERROR_STORE_URL = import.meta.resolve("../../src/error_store.ts");
@@ -107,37 +108,6 @@ function imageCell(megabytes: number): string {
   return `await Deno.jupyter.display({ 'image/png': 'A'.repeat(${megabytes} * 1024 * 1024) }, { raw: true }); 0`;
 }
 const BIG_CELL = imageCell(20);
-
-/**
- * How many peers are connected to the kernel's IOPub port, from
- * `/proc/net/tcp` (established sockets whose local port is the IOPub port);
- * `undefined` where `/proc` is unavailable.
- */
-async function iopubPeers(kernel: KernelClient): Promise<number | undefined> {
-  const { iopub_port: port } = JSON.parse(
-    await Deno.readTextFile(kernel.connectionFile),
-  ) as { iopub_port: number };
-  const portHex = port.toString(16).toUpperCase().padStart(4, "0");
-  let count = 0;
-  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text: string;
-    try {
-      text = await Deno.readTextFile(table);
-    } catch {
-      return undefined;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      if (
-        fields.length > 3 && fields[1].endsWith(`:${portHex}`) &&
-        fields[3] === "01"
-      ) {
-        count++;
-      }
-    }
-  }
-  return count;
-}
 
 /**
  * The CPU time used so far by process `pid` (user + system, all threads) in
@@ -278,14 +248,14 @@ export async function measureLatency(
     }
     // The client's own IOPub connection may be reconnecting (see `disrupted`).
     const expected = side === "with" ? 2 : 1;
-    let peers = await iopubPeers(kernel);
+    let peers = (await iopubPeers(kernel))?.size;
     for (
       let poll = 0;
       poll < 40 && peers !== undefined && peers !== expected;
       poll++
     ) {
       await new Promise((resolve) => setTimeout(resolve, 50));
-      peers = await iopubPeers(kernel);
+      peers = (await iopubPeers(kernel))?.size;
     }
     if (peers !== undefined && peers !== expected) {
       throw new Error(
