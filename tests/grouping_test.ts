@@ -5,7 +5,6 @@ import {
   normalizeMessage,
 } from "../src/server/fingerprint.ts";
 import {
-  type AddReportInput,
   GROUP_LIMITS,
   type NoticePolicy,
   type Storage,
@@ -13,6 +12,7 @@ import {
 } from "../src/server/storage.ts";
 import type { ErrorPayload, TracebackFrame } from "../src/types.ts";
 import { engineTest } from "./support/storage_engines.ts";
+import { reportInput as report } from "./support/report_input.ts";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -36,20 +36,6 @@ function payload(overrides: Partial<ErrorPayload> = {}): ErrorPayload {
     execution_count: 4,
     notebook: "demo",
     ...overrides,
-  };
-}
-
-function report(
-  usageUuid: string,
-  p: ErrorPayload,
-  now: number,
-): AddReportInput {
-  return {
-    usageUuid,
-    payload: p,
-    now,
-    dedupeWindowMs: 60_000,
-    maxReportsPerSession: Infinity,
   };
 }
 

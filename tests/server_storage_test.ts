@@ -10,38 +10,13 @@ import {
   SQLITE_MIGRATIONS,
   SqliteStorage,
 } from "../src/server/sqlite_storage.ts";
-import type { AddReportInput } from "../src/server/storage.ts";
-import type { ErrorPayload } from "../src/types.ts";
+import {
+  numberedInput as input,
+  numberedPayload as payload,
+} from "./support/report_input.ts";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2026, 10, 25, 12);
-
-function payload(n: number, message = "boom"): ErrorPayload {
-  return {
-    error_name: "Error",
-    error_message: message,
-    traceback: [{ filename: "<cell>", fun_name: "<module>", lineno: n }],
-    first_line: `cell ${n}`,
-    execution_count: n,
-    notebook: "ignored",
-  };
-}
-
-function input(
-  usageUuid: string,
-  n: number,
-  now: number,
-  extra: Partial<AddReportInput> = {},
-): AddReportInput {
-  return {
-    usageUuid,
-    payload: payload(n),
-    now,
-    dedupeWindowMs: 60_000,
-    maxReportsPerSession: Infinity,
-    ...extra,
-  };
-}
 
 async function withDb(run: (path: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "nbr-storage-" });

@@ -8,8 +8,9 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
-import type { AddReportInput, AddReportResult } from "../src/server/storage.ts";
+import type { AddReportResult } from "../src/server/storage.ts";
 import type { ErrorPayload } from "../src/types.ts";
+import { reportInput as input } from "./support/report_input.ts";
 
 const T0 = Date.UTC(2026, 0, 5, 12);
 
@@ -21,16 +22,6 @@ function payload(n: number, firstLine = `cell ${n}`): ErrorPayload {
     first_line: firstLine,
     execution_count: n,
     notebook: "dedupe",
-  };
-}
-
-function input(uuid: string, p: ErrorPayload, now: number): AddReportInput {
-  return {
-    usageUuid: uuid,
-    payload: p,
-    now,
-    dedupeWindowMs: 60_000,
-    maxReportsPerSession: Infinity,
   };
 }
 

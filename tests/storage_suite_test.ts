@@ -16,39 +16,14 @@ import {
   PostgresStorage,
 } from "../src/server/postgres_storage.ts";
 import { SQLITE_MIGRATIONS } from "../src/server/sqlite_storage.ts";
-import type { AddReportInput } from "../src/server/storage.ts";
-import type { ErrorPayload } from "../src/types.ts";
 import { engineTest } from "./support/storage_engines.ts";
+import {
+  numberedInput as input,
+  numberedPayload as payload,
+} from "./support/report_input.ts";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2026, 10, 25, 12);
-
-function payload(n: number, message = "boom"): ErrorPayload {
-  return {
-    error_name: "Error",
-    error_message: message,
-    traceback: [{ filename: "<cell>", fun_name: "<module>", lineno: n }],
-    first_line: `cell ${n}`,
-    execution_count: n,
-    notebook: "ignored",
-  };
-}
-
-function input(
-  usageUuid: string,
-  n: number,
-  now: number,
-  extra: Partial<AddReportInput> = {},
-): AddReportInput {
-  return {
-    usageUuid,
-    payload: payload(n),
-    now,
-    dedupeWindowMs: 60_000,
-    maxReportsPerSession: Infinity,
-    ...extra,
-  };
-}
 
 engineTest(
   "Storage creates, finds and lists sessions and counts them per day",
