@@ -626,8 +626,12 @@ export class SqliteGrouping {
     this.#staged.length = 0;
   }
 
-  /** Drops the batch's pending counts (the batch rolled back). */
-  clearCounts(): void {
+  /**
+   * Forgets everything the batch staged (its groups, counts and the
+   * sessions it told us about); the storage calls it when the batch rolled
+   * back.
+   */
+  rollbackBatch(): void {
     this.#staged.length = 0;
     this.#groups.clear();
     this.#days.clear();

@@ -689,7 +689,7 @@ export class SqliteStorage implements Storage {
     this.#claimed = undefined;
     this.#sessions.clear();
     this.#counts.clear();
-    this.#grouping.clearCounts();
+    this.#grouping.rollbackBatch();
     this.#dedupe.rollbackBatch();
     try {
       this.#db.exec("ROLLBACK");
