@@ -217,17 +217,7 @@ interface StagedReport {
  * (or created by it), changed in memory by each report, and written once
  * before COMMIT (or before a write that changes groups otherwise).
  */
-interface BatchGroup {
-  id: number;
-  notebook: string;
-  fingerprint: string;
-  errorName: string;
-  errorMessage: string;
-  count: number;
-  sessions: number;
-  firstSeen: number;
-  lastSeen: number;
-  state: GroupState;
+interface BatchGroup extends GroupSummary {
   firstLines: unknown[];
   /** `first_lines` as stored, while unchanged. */
   firstLinesJson: string | undefined;
@@ -967,15 +957,7 @@ function noticeFromRow(row: NoticeRow): OutboxNotice {
 }
 
 /** The columns `findGroup` reads. */
-interface FoundGroupRow {
-  id: number;
-  error_name: string;
-  error_message: string;
-  count: number;
-  sessions: number;
-  first_seen: number;
-  last_seen: number;
-  state: GroupState;
+interface FoundGroupRow extends Omit<GroupRow, "notebook" | "fingerprint"> {
   first_lines: string;
   cell_numbers: string;
   last_notice_at: number | null;
