@@ -2,6 +2,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
 import { utcDay } from "../src/server/storage.ts";
+import { refuseReports } from "./support/refusing_trigger.ts";
 
 const PAYLOAD = {
   error_name: "TypeError",
@@ -22,11 +23,7 @@ for (const failing of [[2], [0, 4], [0]]) {
       const usage = await storage.createUsage("bench", now);
       // Another connection makes SQLite refuse some reports (a real
       // failure inside the write transaction).
-      const other = new DatabaseSync(path);
-      other.exec(`CREATE TRIGGER refuse BEFORE INSERT ON reports
-        WHEN NEW.first_line = 'refuse me'
-        BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END`);
-      other.close();
+      refuseReports(path);
       const count = failing.length === 1 && failing[0] === 0 ? 1 : 5;
       const results = await Promise.allSettled(
         Array.from({ length: count }, (_, i) =>

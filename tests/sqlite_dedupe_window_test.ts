@@ -11,6 +11,7 @@ import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
 import type { AddReportResult } from "../src/server/storage.ts";
 import type { ErrorPayload } from "../src/types.ts";
 import { reportInput as input } from "./support/report_input.ts";
+import { refuseReports } from "./support/refusing_trigger.ts";
 
 const T0 = Date.UTC(2026, 0, 5, 12);
 
@@ -86,11 +87,7 @@ Deno.test("SqliteStorage: duplicates within one batch are counted, also when the
     const storage = await openSqliteStorage(path);
     try {
       const usage = await storage.createUsage("dedupe", T0);
-      const other = new DatabaseSync(path);
-      other.exec(`CREATE TRIGGER refuse BEFORE INSERT ON reports
-        WHEN NEW.first_line = 'refuse me'
-        BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END`);
-      other.close();
+      refuseReports(path);
       // The refused report is last: the first attempt stored the others
       // before it was rolled back and the batch run again.
       const results = await Promise.allSettled([

@@ -2,6 +2,7 @@ import { deepEqual, equal } from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
 import type { ErrorPayload } from "../src/types.ts";
+import { refuseReports } from "./support/refusing_trigger.ts";
 
 /** One error per name: each name is its own group. */
 function payload(
@@ -152,11 +153,7 @@ for (const { name, batches } of CASES) {
       };
       // Another connection makes SQLite refuse some reports after they were
       // grouped (a real failure inside the write transaction).
-      const other = new DatabaseSync(path);
-      other.exec(`CREATE TRIGGER refuse BEFORE INSERT ON reports
-        WHEN NEW.first_line = 'refuse me'
-        BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END`);
-      other.close();
+      refuseReports(path);
       const sent: Send[] = [];
       const acknowledged: boolean[] = [];
       let i = 0;
