@@ -7,8 +7,9 @@
  * starts (about a second in the kernel).
  *
  * A successful cell costs the kernel as little as possible: the reader wakes
- * up once per burst of messages rather than once per message (see
- * `ZmtpSocketOptions.coalesceMs`), skips unneeded messages after their header
+ * up once per burst of messages rather than once per message, and less often
+ * still while cells run back to back (see `ZmtpSocketOptions.coalesceMs` and
+ * `coalesceMaxMs`), skips unneeded messages after their header
  * frame, keeps each `execute_input` as received (its signature is verified
  * and its content parsed only when a failing cell or a marker needs it), and
  * posts nothing to the main thread. It posts an `error` (already paired with
@@ -85,6 +86,11 @@ export interface IopubReaderOptions {
    * `ZmtpSocketOptions.coalesceMs`). @default {10}
    */
   coalesceMs?: number;
+  /**
+   * The longest wait while messages keep coming without a gap (see
+   * `ZmtpSocketOptions.coalesceMaxMs`). @default {40}
+   */
+  coalesceMaxMs?: number;
 }
 
 /** At most this many routing frames may precede the delimiter. */
@@ -194,6 +200,7 @@ export class IopubReader {
       {
         type: "SUB",
         coalesceMs: this.#options.coalesceMs ?? 10,
+        coalesceMaxMs: this.#options.coalesceMaxMs ?? 40,
         accept: (frames) => this.#accept(frames),
         onMessage: (frames) => this.#onFrames(frames),
         onClose: (error) => {

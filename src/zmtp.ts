@@ -420,6 +420,54 @@ export interface ZmtpSocketOptions {
    * full speed. `0` reads again at once. @default {0}
    */
   coalesceMs?: number;
+  /**
+   * While traffic goes on without a gap (the data was already waiting when a
+   * pause ended, more than twice in a row), each pause doubles, up to this
+   * many milliseconds; a read that has to wait for data brings the pause
+   * back to `coalesceMs`. So a
+   * steady stream (cells run back to back) wakes the reader less often, and
+   * a message after a quiet moment still waits `coalesceMs` at most.
+   * @default {coalesceMs}
+   */
+  coalesceMaxMs?: number;
+}
+
+/** A read that took longer than this waited for data: the traffic had a gap. */
+const READ_WAITED_MS = 1;
+/**
+ * Reads that find data waiting before the pause starts to grow: one cell's
+ * messages (its input, then its error a few ms later) take two or three,
+ * and must not wait longer than `coalesceMs`.
+ */
+const STEADY_AFTER_READS = 2;
+
+/**
+ * The pause before the next read, given how many reads in a row found data
+ * already waiting when their pause ended (see
+ * {@linkcode ZmtpSocketOptions.coalesceMaxMs}): `minMs` for the first
+ * two, then doubling up to `maxMs`.
+ *
+ * @param streak Reads in a row that found data waiting (0 after a read waited).
+ * @param minMs The shortest pause (`coalesceMs`).
+ * @param maxMs The longest pause (`coalesceMaxMs`).
+ * @returns The next pause in milliseconds.
+ *
+ * @example Usage
+ * ```ts
+ * import { pauseAfterSteadyReads } from "./zmtp.ts";
+ *
+ * console.log(pauseAfterSteadyReads(0, 10, 40)); // 10: after a quiet moment
+ * console.log(pauseAfterSteadyReads(3, 10, 40)); // 20
+ * console.log(pauseAfterSteadyReads(9, 10, 40)); // 40
+ * ```
+ */
+export function pauseAfterSteadyReads(
+  streak: number,
+  minMs: number,
+  maxMs: number,
+): number {
+  const doublings = Math.min(Math.max(0, streak - STEADY_AFTER_READS), 16);
+  return Math.min(maxMs, minMs * 2 ** doublings);
 }
 
 /**
@@ -584,17 +632,31 @@ export class ZmtpSocket {
       this.#options.readBufferBytes ?? 1024 * 1024,
     );
     const coalesceMs = this.#options.coalesceMs ?? 0;
+    const maxPauseMs = Math.max(
+      coalesceMs,
+      this.#options.coalesceMaxMs ?? coalesceMs,
+    );
+    let pauseMs = coalesceMs;
+    let streak = 0;
+    let paused = false;
     let failure: unknown;
     try {
       while (true) {
+        const readStart = paused ? performance.now() : 0;
         const count = await this.#conn.read(buffer);
         if (count === null) break;
+        if (paused) {
+          streak = performance.now() - readStart < READ_WAITED_MS
+            ? streak + 1
+            : 0;
+          pauseMs = pauseAfterSteadyReads(streak, coalesceMs, maxPauseMs);
+        }
         this.#parser.push(buffer.subarray(0, count));
-        if (
-          coalesceMs > 0 && count < buffer.length && this.#peerType !== "" &&
-          this.#parser.atMessageBoundary && !this.#closed
-        ) {
-          await new Promise((resolve) => setTimeout(resolve, coalesceMs));
+        paused = coalesceMs > 0 && count < buffer.length &&
+          this.#peerType !== "" && this.#parser.atMessageBoundary &&
+          !this.#closed;
+        if (paused) {
+          await new Promise((resolve) => setTimeout(resolve, pauseMs));
         }
       }
     } catch (error) {

@@ -6,6 +6,7 @@ import {
   encodeFrame,
   encodeMessage,
   encodeReadyData,
+  pauseAfterSteadyReads,
   type ZmtpFrame,
   zmtpGreeting,
   ZmtpParser,
@@ -195,6 +196,117 @@ Deno.test("jupyter message signing: parseMessage() verifies, finds the delimiter
   const other = await MessageSigner.create("other-key", "hmac-sha256");
   assert.equal(await parseMessage(frames, other), undefined);
   await assert.rejects(() => MessageSigner.create("k", "hmac-md5"), RangeError);
+});
+
+Deno.test("pauseAfterSteadyReads() keeps the shortest pause for two steady reads, then doubles up to the longest", () => {
+  assert.deepEqual(
+    [0, 1, 2, 3, 4, 5, 50].map((streak) =>
+      pauseAfterSteadyReads(streak, 10, 40)
+    ),
+    [10, 10, 10, 20, 40, 40, 40],
+  );
+  assert.equal(pauseAfterSteadyReads(1000, 10, 40), 40);
+  assert.equal(pauseAfterSteadyReads(9, 10, 10), 10);
+});
+
+/**
+ * A PUB peer on loopback TCP that sends `count` one-frame messages every
+ * `everyMs`, then after `gapMs` two more `pairMs` apart; returns when each
+ * was received by a SUB socket with these pauses.
+ */
+async function steadyStream(
+  coalesceMs: number,
+  coalesceMaxMs: number,
+): Promise<{ sentAt: number[]; receivedAt: number[] }> {
+  const count = 150, everyMs = 2, gapMs = 200, pairMs = 5;
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const sentAt: number[] = [];
+  const receivedAt: number[] = [];
+  const all = Promise.withResolvers<void>();
+  const peer = (async () => {
+    const conn = await listener.accept();
+    const subscribed = Promise.withResolvers<void>();
+    const parser = new ZmtpParser();
+    parser.onFrame = (frame) => {
+      if (!frame.command) subscribed.resolve();
+    };
+    await conn.write(zmtpGreeting());
+    await conn.write(
+      encodeCommand("READY", encodeReadyData({ "Socket-Type": "PUB" })),
+    );
+    (async () => {
+      const buffer = new Uint8Array(1024);
+      while (true) {
+        const read = await conn.read(buffer).catch(() => null);
+        if (read === null) break;
+        parser.push(buffer.subarray(0, read));
+      }
+    })();
+    await subscribed.promise;
+    const send = async (index: number) => {
+      sentAt[index] = performance.now();
+      await conn.write(encodeMessage([encoder.encode(String(index))]));
+    };
+    for (let index = 0; index < count; index++) {
+      await send(index);
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+    await new Promise((resolve) => setTimeout(resolve, gapMs));
+    await send(count);
+    await new Promise((resolve) => setTimeout(resolve, pairMs));
+    await send(count + 1);
+    return conn;
+  })();
+  const port = (listener.addr as Deno.NetAddr).port;
+  const socket = await ZmtpSocket.connect(
+    { transport: "tcp", ip: "127.0.0.1", port },
+    {
+      type: "SUB",
+      coalesceMs,
+      coalesceMaxMs,
+      onMessage: (frames) => {
+        const index = Number(decoder.decode(frames[0]));
+        receivedAt[index] = performance.now();
+        if (index === count + 1) all.resolve();
+      },
+    },
+  );
+  await socket.subscribe("");
+  const conn = await peer;
+  await all.promise;
+  await socket.close();
+  conn.close();
+  listener.close();
+  return { sentAt, receivedAt };
+}
+
+/** How many separate reads delivered these messages (gaps over 1 ms). */
+function bursts(receivedAt: number[]): number {
+  const times = receivedAt.slice(0, -2).sort((a, b) => a - b);
+  let count = 1;
+  for (let i = 1; i < times.length; i++) {
+    if (times[i] - times[i - 1] > 1) count++;
+  }
+  return count;
+}
+
+Deno.test("ZmtpSocket coalesceMaxMs: a steady stream is read in fewer bursts, and after a gap the pause is coalesceMs again", async () => {
+  const fixed = await steadyStream(5, 5);
+  const growing = await steadyStream(5, 80);
+  for (const run of [fixed, growing]) {
+    assert.equal(run.receivedAt.filter((at) => at !== undefined).length, 152);
+  }
+  const fixedBursts = bursts(fixed.receivedAt);
+  const growingBursts = bursts(growing.receivedAt);
+  assert.ok(
+    growingBursts * 2 < fixedBursts,
+    `bursts: ${growingBursts} growing, ${fixedBursts} fixed`,
+  );
+  // The second message after the gap arrives during the pause that follows
+  // the first: it waits about 5 ms (coalesceMs), not 80.
+  const last = growing.sentAt.length - 1;
+  const delay = growing.receivedAt[last] - growing.sentAt[last];
+  assert.ok(delay < 40, `the message after the gap waited ${delay} ms`);
 });
 
 Deno.test("ZmtpSocket connects over ipc (unix socket) and answers the peer's greeting and READY", async () => {
