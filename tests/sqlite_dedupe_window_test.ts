@@ -7,6 +7,7 @@
 
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { DedupeWindow } from "../src/server/_sqlite_dedupe_window.ts";
 import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
 import type { AddReportResult } from "../src/server/storage.ts";
 import type { ErrorPayload } from "../src/types.ts";
@@ -233,5 +234,66 @@ Deno.test("SqliteStorage: after a restart the newest dedupeCapacity reports of t
     } finally {
       await second.close();
     }
+  });
+});
+
+/** A window over an empty in-memory `reports` table. */
+function emptyWindow(capacity: number): DedupeWindow {
+  const db = new DatabaseSync(":memory:");
+  db.exec(
+    "CREATE TABLE reports (id INTEGER PRIMARY KEY, usage_id INTEGER, payload_hash TEXT, created_at INTEGER)",
+  );
+  return new DedupeWindow(db, capacity);
+}
+
+/** Stores one report under `key` at `now` in a batch of its own. */
+function store(window: DedupeWindow, key: string, id: number, now: number) {
+  window.stage(key, id, now);
+  window.commitWrite();
+  window.commitBatch();
+}
+
+Deno.test("DedupeWindow: at capacity a key stored again counts as the newest, and the oldest other goes", () => {
+  const window = emptyWindow(3);
+  const cutoff = T0 - 60_000;
+  equal(window.find("a", cutoff), undefined);
+  store(window, "a", 1, T0);
+  store(window, "b", 2, T0 + 1);
+  store(window, "c", 3, T0 + 2);
+  // "a" again, as when its last report left the dedupe window: now the newest.
+  store(window, "a", 4, T0 + 3);
+  store(window, "d", 5, T0 + 4);
+  equal(window.find("b", cutoff), undefined);
+  deepEqual(window.find("a", cutoff), { id: 4, createdAt: T0 + 3 });
+  deepEqual(window.find("c", cutoff), { id: 3, createdAt: T0 + 2 });
+  deepEqual(window.find("d", cutoff), { id: 5, createdAt: T0 + 4 });
+});
+
+Deno.test("DedupeWindow: through many times its capacity it keeps exactly the newest, and expires by time", () => {
+  const window = emptyWindow(100);
+  window.find("k0", T0 - 60_000);
+  for (let n = 0; n < 5_000; n++) {
+    // Every tenth key is stored a second time, which leaves a stale place behind.
+    store(window, `k${n}`, 2 * n + 1, T0 + n);
+    if (n % 10 === 0) store(window, `k${n}`, 2 * n + 2, T0 + n);
+  }
+  const cutoff = T0 - 60_000;
+  const held = Array.from(
+    { length: 5_000 },
+    (_, n) => window.find(`k${n}`, cutoff) !== undefined,
+  );
+  deepEqual(held.indexOf(true), 4_900);
+  equal(held.filter(Boolean).length, 100);
+  // A later cutoff expires the entries created up to 10 s (the slack)
+  // before it, oldest first, skipping the stale places; those created
+  // after stay.
+  equal(window.find("k4999", T0 + 14_960), undefined);
+  deepEqual(window.find("k4961", T0 + 4_960), {
+    id: 9_923,
+    createdAt: T0 + 4_961,
+  });
+  deepEqual(window.find("k4990", T0 + 4_960), {
+    id: 9_982,
+    createdAt: T0 + 4_990,
   });
 });

@@ -62,6 +62,15 @@ export class DedupeWindow {
   #capacity: number;
   /** Latest report per key, oldest first (by when it joined). */
   #entries = new Map<string, DedupeEntry>();
+  /**
+   * The order entries joined in, oldest first from `#head`, for expiring and
+   * trimming. An item whose entry was replaced or dropped is stale and
+   * skipped. (Deleting from the front of the Map itself and iterating it
+   * again scans every deleted slot before V8 compacts the table: at
+   * capacity that cost more than the lookups.)
+   */
+  #order: { key: string; entry: DedupeEntry }[] = [];
+  #head = 0;
   /** `#entries` holds every committed report created after this time. */
   #from = Infinity;
   /** The window start entries were last expired to. */
@@ -173,6 +182,8 @@ export class DedupeWindow {
   /** Drops every entry: the next lookup reloads from the table. */
   forget(): void {
     this.#entries.clear();
+    this.#order = [];
+    this.#head = 0;
     this.#from = Infinity;
     this.#expiredTo = -Infinity;
   }
@@ -193,6 +204,8 @@ export class DedupeWindow {
    */
   #reload(cutoff: number): void {
     this.#entries.clear();
+    this.#order = [];
+    this.#head = 0;
     const from = cutoff - SLACK_MS;
     const rows = this.#load.all(from, this.#capacity) as unknown as {
       id: number;
@@ -217,10 +230,15 @@ export class DedupeWindow {
   /** Drops entries created at or before `cutoff` (less the slack), oldest first. */
   #expire(cutoff: number): void {
     const horizon = cutoff - SLACK_MS;
-    for (const [key, entry] of this.#entries) {
-      if (entry.createdAt > horizon) break;
-      this.#entries.delete(key);
+    while (this.#head < this.#order.length) {
+      const { key, entry } = this.#order[this.#head]!;
+      if (this.#entries.get(key) === entry) {
+        if (entry.createdAt > horizon) break;
+        this.#entries.delete(key);
+      }
+      this.#head++;
     }
+    this.#compactOrder();
     this.#expiredTo = cutoff;
     if (horizon > this.#from) this.#from = horizon;
   }
@@ -233,14 +251,25 @@ export class DedupeWindow {
       this.#entries.delete(key);
     }
     this.#entries.set(key, entry);
+    this.#order.push({ key, entry });
   }
 
   #trim(): void {
     let excess = this.#entries.size - this.#capacity;
-    if (excess <= 0) return;
-    for (const key of this.#entries.keys()) {
+    while (excess > 0 && this.#head < this.#order.length) {
+      const { key, entry } = this.#order[this.#head++]!;
+      if (this.#entries.get(key) !== entry) continue;
       this.#entries.delete(key);
-      if (--excess === 0) break;
+      excess--;
+    }
+    this.#compactOrder();
+  }
+
+  /** Drops the consumed front of `#order` once it is most of the array. */
+  #compactOrder(): void {
+    if (this.#head > 1024 && this.#head * 2 > this.#order.length) {
+      this.#order = this.#order.slice(this.#head);
+      this.#head = 0;
     }
   }
 }
