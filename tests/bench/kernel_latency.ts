@@ -213,6 +213,8 @@ export async function measureLatency(
   >
   & {
     counts: Record<Side, { trivial: number; big: number }>;
+    /** Each round's trivial-cell median with the extension over its median without. */
+    trivialRoundRatios: number[];
     /** The kernel process's CPU ms per trivial cell, when `/proc` is available. */
     cpuPerCell?: Record<Side, number>;
   }
@@ -274,7 +276,9 @@ export async function measureLatency(
       throw new Error(`import failed: ${JSON.stringify(imported.error)}`);
     }
     await runCells(kernel, TRIVIAL_CELL, 20); // warm-up
+    const trivialRoundRatios: number[] = [];
     for (let round = 0; round < rounds; round++) {
+      const roundTrivial: Record<Side, number[]> = { without: [], with: [] };
       const order: Side[] = round % 2 === 0
         ? ["without", "with"]
         : ["with", "without"];
@@ -295,10 +299,16 @@ export async function measureLatency(
           if (receivedImage(r, 20)) bigDelivered[side]++;
         });
         times[side].trivial.push(...trivial);
+        roundTrivial[side].push(...trivial);
         times[side].big.push(...big);
 
         for (const ms of trivial) options.onSample?.(side, "trivial", ms);
         for (const ms of big) options.onSample?.(side, "big", ms);
+      }
+      if (roundTrivial.with.length > 0 && roundTrivial.without.length > 0) {
+        trivialRoundRatios.push(
+          median(roundTrivial.with) / median(roundTrivial.without),
+        );
       }
     }
     await switchTo("without");
@@ -313,6 +323,7 @@ export async function measureLatency(
           with: cpu.with / (rounds * trivialPerRound),
         }
         : undefined,
+      trivialRoundRatios,
       counts: {
         without: {
           trivial: times.without.trivial.length,
@@ -416,7 +427,8 @@ export async function main(): Promise<KernelBenchResult> {
         coldTimes.map((ms) => ms.toFixed(0)).join(", ")
       }; target ≤ 300 ms)`,
   );
-  const { counts, cpuPerCell, ...latency } = await measureLatency();
+  const { counts, cpuPerCell, trivialRoundRatios, ...latency } =
+    await measureLatency();
   console.log(
     `latency in one kernel, extension loaded and unloaded in turn (ABBA): ` +
       `${counts.without.trivial}/${counts.with.trivial} trivial and ` +
@@ -437,6 +449,12 @@ export async function main(): Promise<KernelBenchResult> {
     } ms with the extension (ratio ${
       (latency.trivialWith / latency.trivialWithout).toFixed(3)
     }; target ≤ 1.05)`,
+  );
+  const sortedRatios = [...trivialRoundRatios].sort((a, b) => a - b);
+  console.log(
+    `  the same ratio round by round (${sortedRatios.length} rounds): ${
+      sortedRatios.map((ratio) => ratio.toFixed(2)).join(" ")
+    } (sorted; how much the kernel's own latency moves between rounds)`,
   );
   console.log(
     `20 MB output cell: ${latency.bigWithout.toFixed(1)} ms without, ${
