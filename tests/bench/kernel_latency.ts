@@ -16,7 +16,11 @@
  * per side); the figures are the overall medians of each side. A latency is
  * the client's time from sending `execute_request` to receiving both the
  * `execute_reply` and the idle status. After each switch (and the ~2 s the
- * reader needs to move into its worker) 3 trivial cells run uncounted, and
+ * reader needs to move into its worker) 40 trivial cells run uncounted (each
+ * load starts a new worker reader, and V8 compiles its code while it reads
+ * its first cells: with 3, that warm-up fell inside the 25 measured cells,
+ * which then counted about 0.5 ms more kernel CPU per cell instead of about
+ * 0.1 ms; a notebook loads the extension once), and
  * the kernel's IOPub peers are counted (`/proc/net/tcp`): 2 with the
  * extension, 1 without, or the benchmark fails. One kernel instead of two
  * kernels side by side removes the difference between two processes (their
@@ -27,7 +31,10 @@
  * the benchmark counts how often the image did arrive. (A 5 MB display does
  * arrive, about one time in two, with or without the extension; too rarely
  * to measure its latency in this benchmark's time.) Also printed, without a
- * target:
+ * target: the same trivial-cell ratio round by round; a reference ratio, in a
+ * second kernel, where the "with" side is no extension but a plain SUB
+ * reader outside the kernel with the worker reader's pauses (what any second
+ * IOPub subscriber costs the kernel); and
  * the kernel process's CPU time per trivial cell on each side (Linux `/proc`),
  * measured from a moment the kernel is quiet (no CPU used for 200 ms).
  *
@@ -41,6 +48,7 @@ import {
   type KernelClient,
   startKernel,
 } from "../../src/kernel_client.ts";
+import { ZmtpSocket } from "../../src/zmtp.ts";
 import { iopubPeers } from "../support/kernel_cells.ts";
 import { startSlackReceiver } from "../support/slack_receiver.ts";
 
@@ -96,10 +104,21 @@ export interface LatencyOptions {
   /** 20 MB output cells per side and round. @default {2} */
   bigPerRound?: number;
 
-  /** Cells run (not counted) after each switch, on both sides. @default {3} */
+  /**
+   * Cells run (not counted) after each switch, on both sides: each load
+   * starts a new worker reader, whose code V8 compiles while it reads its
+   * first cells. @default {40}
+   */
   settleCells?: number;
   /** Receives every counted latency (diagnostics). @default {undefined} */
   onSample?: (side: Side, kind: keyof SideTimes, ms: number) => void;
+  /**
+   * What the "with" side is: the extension loaded in the kernel, or (a
+   * reference) no extension but a plain SUB reader outside the kernel, with
+   * the worker reader's pauses: what any second IOPub subscriber costs the
+   * kernel. @default {"extension"}
+   */
+  compare?: "extension" | "external";
 }
 
 const TRIVIAL_CELL = "1 + 1";
@@ -223,7 +242,7 @@ export async function measureLatency(
   const trivialPerRound = options.trivialPerRound ?? 25;
   const bigPerRound = options.bigPerRound ?? 2;
 
-  const settleCells = options.settleCells ?? 3;
+  const settleCells = options.settleCells ?? 40;
   const kernel = await startKernel();
   const times: Record<Side, SideTimes> = {
     without: { trivial: [], big: [] },
@@ -232,10 +251,34 @@ export async function measureLatency(
   const cpu: Record<Side, number> = { without: 0, with: 0 };
   const cpuAvailable = (await kernelCpuMs(kernel.pid)) !== undefined;
   let current: Side = "without";
+  const external = options.compare === "external";
+  let subscriber: ZmtpSocket | undefined;
+  const switchExternal = async (side: Side): Promise<void> => {
+    if (side === "with") {
+      const info = JSON.parse(await Deno.readTextFile(kernel.connectionFile));
+      subscriber = await ZmtpSocket.connect(
+        { transport: info.transport, ip: info.ip, port: info.iopub_port },
+        {
+          type: "SUB",
+          coalesceMs: 10,
+          coalesceMaxMs: 40,
+          onMessage: () => {},
+        },
+      );
+      await subscriber.subscribe("");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } else {
+      await subscriber?.close();
+      subscriber = undefined;
+    }
+  };
   const switchTo = async (side: Side): Promise<void> => {
     if (side === current) return;
     current = side;
-    const code = side === "with"
+    if (external) await switchExternal(side);
+    const code = external
+      ? "0"
+      : side === "with"
       ? `globalThis.es ??= new ErrorStore({ notebook: "bench", quiet: true }); await es.loadExtension();`
       : `await globalThis.es?.unloadExtension();`;
     const result = await kernel.execute(code);
@@ -245,7 +288,7 @@ export async function measureLatency(
       );
     }
     // Let the worker reader take over from the main-thread one (about 1 s in the kernel).
-    if (side === "with") {
+    if (side === "with" && !external) {
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }
     // The client's own IOPub connection may be reconnecting (see `disrupted`).
@@ -336,6 +379,7 @@ export async function measureLatency(
       },
     };
   } finally {
+    await subscriber?.close();
     await kernel.shutdown();
   }
 }
@@ -469,6 +513,17 @@ export async function main(): Promise<KernelBenchResult> {
       `(${disrupted} cells left out: the kernel lost their IOPub status or output)`,
     );
   }
+  const reference = await measureLatency({
+    compare: "external",
+    bigPerRound: 0,
+  });
+  console.log(
+    `reference, no extension but a plain SUB reader outside the kernel (what any second IOPub subscriber costs): trivial cell ${
+      reference.trivialWithout.toFixed(2)
+    } ms without, ${reference.trivialWith.toFixed(2)} ms with it (ratio ${
+      (reference.trivialWith / reference.trivialWithout).toFixed(3)
+    }; no target)`,
+  );
   const slackP50 = await measureSlack(20);
   console.log(
     `error message → Slack request at the loopback receiver: p50 ${
