@@ -18,9 +18,11 @@
  * `execute_reply` and the idle status. After each switch (and the ~2 s the
  * reader needs to move into its worker) 40 trivial cells run uncounted (each
  * load starts a new worker reader, and V8 compiles its code while it reads
- * its first cells: with 3, that warm-up fell inside the 25 measured cells,
- * which then counted about 0.5 ms more kernel CPU per cell instead of about
- * 0.1 ms; a notebook loads the extension once), and
+ * its first cells: with 3, that warm-up fell inside the 25 measured cells;
+ * over seven runs the kernel then used 0.1-0.7 ms more CPU per cell with
+ * the extension, median 0.46, against 0.04-0.53, median 0.27, over five runs
+ * with 40, where the reader thread alone uses about 0.1; a notebook loads
+ * the extension once), and
  * the kernel's IOPub peers are counted (`/proc/net/tcp`): 2 with the
  * extension, 1 without, or the benchmark fails. One kernel instead of two
  * kernels side by side removes the difference between two processes (their
