@@ -31,7 +31,7 @@ import {
   type JupyterMessage,
   MessageSigner,
   parseMessage,
-  peekHeader,
+  peekMsgType,
 } from "./jupyter_message.ts";
 import type { KernelConnectionInfo } from "./kernel_connection.ts";
 import { ZmtpSocket } from "./zmtp.ts";
@@ -243,7 +243,7 @@ export class IopubReader {
     const delimiter = findDelimiter(frames);
     if (delimiter < 0) return frames.length <= MAX_IDENTITY_FRAMES;
     if (frames.length !== delimiter + 3) return true;
-    const type = peekHeader(frames)?.msg_type;
+    const type = peekMsgType(frames);
     return type === "execute_input" || type === "error" ||
       (this.#expected.size > 0 &&
         (type === "display_data" || type === "update_display_data"));
@@ -364,7 +364,7 @@ export class IopubReader {
 
 /** Whether complete `frames` are an `execute_input` (by its unverified header). */
 function isExecuteInput(frames: Uint8Array[]): boolean {
-  return peekHeader(frames)?.msg_type === "execute_input";
+  return peekMsgType(frames) === "execute_input";
 }
 
 /** The parent msg_id of a kept input (read once, unverified), or `""`. */

@@ -265,6 +265,74 @@ export function peekHeader(frames: Uint8Array[]): JupyterHeader | undefined {
   }
 }
 
+const MSG_TYPE_KEY = encoder.encode('"msg_type":');
+
+/**
+ * Reads only the `msg_type` of a message's header, without decoding or
+ * parsing it: the bytes that follow `"msg_type":` up to the closing quote
+ * (that byte sequence cannot occur inside a JSON string, where the quotes
+ * are escaped). A header laid out otherwise (an escape or a non-ASCII byte
+ * in the value, no such key) falls back to {@linkcode peekHeader}. It does
+ * not validate the rest of the header: a message it keeps is verified when
+ * parsed.
+ *
+ * @param frames A message's frames, possibly incomplete.
+ * @returns The message type, or `undefined` when absent or malformed.
+ *
+ * @example Usage
+ * ```ts
+ * import { peekMsgType } from "./jupyter_message.ts";
+ *
+ * const frames = ["<IDS|MSG>", "", '{"msg_id":"1","msg_type":"status"}'].map((s) => new TextEncoder().encode(s));
+ * console.log(peekMsgType(frames)); // "status"
+ * ```
+ */
+export function peekMsgType(frames: Uint8Array[]): string | undefined {
+  const delimiter = findDelimiter(frames);
+  if (delimiter < 0 || frames.length < delimiter + 3) return undefined;
+  const header = frames[delimiter + 2];
+  const at = indexOfBytes(header, MSG_TYPE_KEY);
+  if (at >= 0) {
+    let start = at + MSG_TYPE_KEY.length;
+    while (start < header.length && isJsonSpace(header[start])) start++;
+    if (header[start] === 0x22) {
+      let end = start + 1;
+      while (
+        end < header.length && header[end] !== 0x22 &&
+        header[end] !== 0x5c && header[end] < 0x80
+      ) {
+        end++;
+      }
+      if (header[end] === 0x22) {
+        let type = "";
+        for (let i = start + 1; i < end; i++) {
+          type += String.fromCharCode(header[i]);
+        }
+        return type;
+      }
+    }
+  }
+  const type = peekHeader(frames)?.msg_type;
+  return typeof type === "string" ? type : undefined;
+}
+
+function isJsonSpace(byte: number): boolean {
+  return byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+}
+
+function indexOfBytes(haystack: Uint8Array, needle: Uint8Array): number {
+  const first = needle[0];
+  const last = haystack.length - needle.length;
+  outer: for (let i = 0; i <= last; i++) {
+    if (haystack[i] !== first) continue;
+    for (let j = 1; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return i;
+  }
+  return -1;
+}
+
 /**
  * Parses a message's frames, verifying the signature when the signer has a key.
  *

@@ -17,6 +17,7 @@ import {
   MessageSigner,
   parseMessage,
   peekHeader,
+  peekMsgType,
   serializeMessage,
 } from "../src/jupyter_message.ts";
 import { startKernel } from "../src/kernel_client.ts";
@@ -394,5 +395,50 @@ Deno.test("ZmtpSocket round trip with a real Deno kernel: SUB sees a large displ
     assert.equal(failing.error?.evalue, "round trip");
   } finally {
     await kernel.shutdown();
+  }
+});
+
+Deno.test("peekMsgType() reads the type from the header bytes, and agrees with peekHeader() on every layout", () => {
+  const frames = (header: string) =>
+    ["<IDS|MSG>", "sig", header, "{}"].map((text) => encoder.encode(text));
+  assert.equal(
+    peekMsgType(frames('{"msg_id":"1","msg_type":"execute_input"}')),
+    "execute_input",
+  );
+  // A space before the colon: not the fast path, parsed as JSON.
+  assert.equal(peekMsgType(frames('{ "msg_type" :\t"status" }')), "status");
+  assert.equal(peekMsgType(frames('{"msg_type": \n "status"}')), "status");
+  // An escape or a non-ASCII byte in the value: parsed as JSON instead.
+  assert.equal(peekMsgType(frames('{"msg_type":"err\\u006fr"}')), "error");
+  assert.equal(peekMsgType(frames('{"msg_type":"é"}')), "é");
+  // The key's bytes inside a string value are escaped, so never matched.
+  assert.equal(
+    peekMsgType(
+      frames('{"username":"\\"msg_type\\":\\"x","msg_type":"stream"}'),
+    ),
+    "stream",
+  );
+  assert.equal(peekMsgType(frames('{"msg_id":"1"}')), undefined);
+  assert.equal(peekMsgType(frames("not json")), undefined);
+  assert.equal(peekMsgType(frames('{"msg_type":1}')), undefined);
+  assert.equal(peekMsgType(frames("{}").slice(0, 2)), undefined);
+  assert.equal(peekMsgType([encoder.encode('{"msg_type":"x"}')]), undefined);
+  // Random headers, serialized compactly or with spaces, keys in any order.
+  const types = ["status", "execute_input", "error", "stream", "display_data"];
+  for (let i = 0; i < 500; i++) {
+    const header: Record<string, unknown> = {
+      msg_id: crypto.randomUUID(),
+      username: ["kernel", 'a"b', "msg_type", "ü"][i % 4],
+      session: String(i),
+      msg_type: types[i % types.length],
+      version: "5.3",
+    };
+    const keys = Object.keys(header).sort(() => Math.random() - 0.5);
+    const text = JSON.stringify(
+      Object.fromEntries(keys.map((key) => [key, header[key]])),
+      null,
+      i % 2 === 0 ? undefined : 1,
+    );
+    assert.equal(peekMsgType(frames(text)), peekHeader(frames(text))?.msg_type);
   }
 });
