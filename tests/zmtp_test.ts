@@ -21,6 +21,7 @@ import {
   serializeMessage,
 } from "../src/jupyter_message.ts";
 import { startKernel } from "../src/kernel_client.ts";
+import { startPublisher } from "./support/fake_publisher.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -211,7 +212,7 @@ Deno.test("pauseAfterSteadyReads() keeps the shortest pause for two steady reads
 });
 
 /**
- * A PUB peer on loopback TCP that sends `count` one-frame messages every
+ * A PUB peer that sends `count` one-frame messages every
  * `everyMs`, then after `gapMs` two more `pairMs` apart; returns when each
  * was received by a SUB socket with these pauses.
  */
@@ -220,30 +221,10 @@ async function steadyStream(
   coalesceMaxMs: number,
 ): Promise<{ sentAt: number[]; receivedAt: number[] }> {
   const count = 150, everyMs = 2, gapMs = 200, pairMs = 5;
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const sentAt: number[] = [];
   const receivedAt: number[] = [];
   const all = Promise.withResolvers<void>();
-  const peer = (async () => {
-    const conn = await listener.accept();
-    const subscribed = Promise.withResolvers<void>();
-    const parser = new ZmtpParser();
-    parser.onFrame = (frame) => {
-      if (!frame.command) subscribed.resolve();
-    };
-    await conn.write(zmtpGreeting());
-    await conn.write(
-      encodeCommand("READY", encodeReadyData({ "Socket-Type": "PUB" })),
-    );
-    (async () => {
-      const buffer = new Uint8Array(1024);
-      while (true) {
-        const read = await conn.read(buffer).catch(() => null);
-        if (read === null) break;
-        parser.push(buffer.subarray(0, read));
-      }
-    })();
-    await subscribed.promise;
+  const publisher = startPublisher(async (conn) => {
     const send = async (index: number) => {
       sentAt[index] = performance.now();
       await conn.write(encodeMessage([encoder.encode(String(index))]));
@@ -256,11 +237,11 @@ async function steadyStream(
     await send(count);
     await new Promise((resolve) => setTimeout(resolve, pairMs));
     await send(count + 1);
-    return conn;
-  })();
-  const port = (listener.addr as Deno.NetAddr).port;
+    await all.promise;
+    conn.close();
+  });
   const socket = await ZmtpSocket.connect(
-    { transport: "tcp", ip: "127.0.0.1", port },
+    { transport: "tcp", ip: "127.0.0.1", port: publisher.port },
     {
       type: "SUB",
       coalesceMs,
@@ -273,11 +254,10 @@ async function steadyStream(
     },
   );
   await socket.subscribe("");
-  const conn = await peer;
   await all.promise;
   await socket.close();
-  conn.close();
-  listener.close();
+  publisher.close();
+  await publisher.done;
   return { sentAt, receivedAt };
 }
 
