@@ -93,6 +93,11 @@ export interface IopubReaderOptions {
   coalesceMaxMs?: number;
 }
 
+/** The reader's default pause after a burst (see `ZmtpSocketOptions.coalesceMs`). */
+export const DEFAULT_COALESCE_MS = 10;
+/** The reader's default longest pause (see `ZmtpSocketOptions.coalesceMaxMs`). */
+export const DEFAULT_COALESCE_MAX_MS = 40;
+
 /** At most this many routing frames may precede the delimiter. */
 const MAX_IDENTITY_FRAMES = 16;
 /** How many recent `execute_input` messages are kept for pairing. */
@@ -199,8 +204,8 @@ export class IopubReader {
       },
       {
         type: "SUB",
-        coalesceMs: this.#options.coalesceMs ?? 10,
-        coalesceMaxMs: this.#options.coalesceMaxMs ?? 40,
+        coalesceMs: this.#options.coalesceMs ?? DEFAULT_COALESCE_MS,
+        coalesceMaxMs: this.#options.coalesceMaxMs ?? DEFAULT_COALESCE_MAX_MS,
         accept: (frames) => this.#accept(frames),
         onMessage: (frames) => this.#onFrames(frames),
         onClose: (error) => {

@@ -50,6 +50,10 @@ import {
   type KernelClient,
   startKernel,
 } from "../../src/kernel_client.ts";
+import {
+  DEFAULT_COALESCE_MAX_MS,
+  DEFAULT_COALESCE_MS,
+} from "../../src/iopub_worker.ts";
 import { ZmtpSocket } from "../../src/zmtp.ts";
 import { iopubPeers } from "../support/kernel_cells.ts";
 import { startSlackReceiver } from "../support/slack_receiver.ts";
@@ -262,8 +266,8 @@ export async function measureLatency(
         { transport: info.transport, ip: info.ip, port: info.iopub_port },
         {
           type: "SUB",
-          coalesceMs: 10,
-          coalesceMaxMs: 40,
+          coalesceMs: DEFAULT_COALESCE_MS,
+          coalesceMaxMs: DEFAULT_COALESCE_MAX_MS,
           onMessage: () => {},
         },
       );
