@@ -424,9 +424,9 @@ export interface ZmtpSocketOptions {
    * While traffic goes on without a gap (the data was already waiting when a
    * pause ended, more than twice in a row), each pause doubles, up to this
    * many milliseconds; a read that has to wait for data brings the pause
-   * back to `coalesceMs`. So a
-   * steady stream (cells run back to back) wakes the reader less often, and
-   * a message after a quiet moment still waits `coalesceMs` at most.
+   * back to `coalesceMs`. So a steady stream (cells run back to back) wakes
+   * the reader less often, and a message after a quiet moment still waits
+   * `coalesceMs` at most.
    * @default {coalesceMs}
    */
   coalesceMaxMs?: number;

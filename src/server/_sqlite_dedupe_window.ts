@@ -181,9 +181,7 @@ export class DedupeWindow {
 
   /** Drops every entry: the next lookup reloads from the table. */
   forget(): void {
-    this.#entries.clear();
-    this.#order = [];
-    this.#head = 0;
+    this.#clear();
     this.#from = Infinity;
     this.#expiredTo = -Infinity;
   }
@@ -203,9 +201,7 @@ export class DedupeWindow {
    * oldest first.
    */
   #reload(cutoff: number): void {
-    this.#entries.clear();
-    this.#order = [];
-    this.#head = 0;
+    this.#clear();
     const from = cutoff - SLACK_MS;
     const rows = this.#load.all(from, this.#capacity) as unknown as {
       id: number;
@@ -263,6 +259,12 @@ export class DedupeWindow {
       excess--;
     }
     this.#compactOrder();
+  }
+
+  #clear(): void {
+    this.#entries.clear();
+    this.#order = [];
+    this.#head = 0;
   }
 
   /** Drops the consumed front of `#order` once it is most of the array. */
