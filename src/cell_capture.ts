@@ -11,6 +11,7 @@ import {
   IopubReader,
   type IopubWorkerEvent,
   type IopubWorkerRequest,
+  wakeReader,
 } from "./iopub_worker.ts";
 import type { KernelConnectionInfo } from "./kernel_connection.ts";
 
@@ -279,6 +280,9 @@ export class CellCapture {
       type: "module",
     });
     this.#worker = worker;
+    // The worker's reader waits out its pauses blocked on this flag; each
+    // request raises it, so none waits for a pause to end.
+    const wake = new Int32Array(new SharedArrayBuffer(4));
     const waiters = this.#workerWaiters;
     worker.onmessage = (message: MessageEvent<IopubWorkerEvent>) => {
       if (!answer(waiters, message.data)) this.#onEvent(message.data);
@@ -294,16 +298,21 @@ export class CellCapture {
       request: (request) => {
         if (request.type === "forget") {
           worker.postMessage(request);
+          wakeReader(wake);
           return Promise.resolve({ type: "stopped" });
         }
         const answered = Promise.withResolvers<IopubWorkerEvent>();
         waiters.set(waitKey(request), answered.resolve);
-        worker.postMessage(request);
+        worker.postMessage(
+          request.type === "start" ? { ...request, wake } : request,
+        );
+        wakeReader(wake);
         return answered.promise;
       },
       terminate: () => {
         this.#sources.delete(source);
         worker.terminate();
+        wakeReader(wake);
       },
     };
     this.#workerSource = source;

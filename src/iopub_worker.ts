@@ -9,14 +9,17 @@
  * A successful cell costs the kernel as little as possible: the reader wakes
  * up once per burst of messages rather than once per message, and less often
  * still while cells run back to back (see `ZmtpSocketOptions.coalesceMs` and
- * `coalesceMaxMs`), skips unneeded messages after their header
+ * `coalesceMaxMs`); in the worker it waits out those pauses blocked on a
+ * shared flag rather than on a timer, so the messages arriving meanwhile do
+ * not wake its thread either (the main thread raises the flag with each
+ * request, see {@linkcode wakeReader}); it skips unneeded messages after their header
  * frame, keeps each `execute_input` as received (its signature is verified
  * and its content parsed only when a failing cell or a marker needs it), and
  * posts nothing to the main thread. It posts an `error` (already paired with
  * its cell's first line and execution count), and answers markers with the
  * execution count of the last cell seen.
  *
- * Protocol (main → worker): `start {connection}`, `expect {id}`,
+ * Protocol (main → worker): `start {connection, wake?}`, `expect {id}`,
  * `forget {id}`, `stop`. Worker → main: `connected`, `failed {message}`,
  * `expecting {id}`, `input {parentId, firstLine, executionCount}` (only from
  * a reader created with `postInputs`), `error {parentId, ename, evalue,
@@ -38,7 +41,18 @@ import { ZmtpSocket } from "./zmtp.ts";
 
 /** A message from the main thread to the worker. */
 export type IopubWorkerRequest =
-  | { type: "start"; connection: KernelConnectionInfo }
+  | {
+    type: "start";
+    connection: KernelConnectionInfo;
+    /**
+     * A flag shared with the main thread (one `Int32Array` slot on a
+     * `SharedArrayBuffer`): given, the reader waits out its pauses blocked
+     * on it, and the main thread raises it (with {@linkcode wakeReader})
+     * after each request it posts, so a request never waits for a pause to
+     * end. Only for a reader that has its own thread.
+     */
+    wake?: Int32Array;
+  }
   | { type: "expect"; id: string }
   | { type: "forget"; id: string }
   | { type: "stop" };
@@ -98,6 +112,27 @@ export const DEFAULT_COALESCE_MS = 10;
 /** The reader's default longest pause (see `ZmtpSocketOptions.coalesceMaxMs`). */
 export const DEFAULT_COALESCE_MAX_MS = 40;
 
+/**
+ * Raises the flag a worker's reader waits on (see the `wake` of its `start`
+ * request), ending its current or next pause at once. Call it after posting
+ * a request to the worker.
+ *
+ * @param wake The flag given in the `start` request.
+ *
+ * @example Usage
+ * ```ts
+ * import { wakeReader } from "./iopub_worker.ts";
+ *
+ * const wake = new Int32Array(new SharedArrayBuffer(4));
+ * wakeReader(wake);
+ * console.log(Atomics.load(wake, 0)); // 1
+ * ```
+ */
+export function wakeReader(wake: Int32Array): void {
+  Atomics.store(wake, 0, 1);
+  Atomics.notify(wake, 0);
+}
+
 /** At most this many routing frames may precede the delimiter. */
 const MAX_IDENTITY_FRAMES = 16;
 /** How many recent `execute_input` messages are kept for pairing. */
@@ -143,6 +178,7 @@ export class IopubReader {
   #inputsSeen = 0;
   #queue: Promise<void> = Promise.resolve();
   #stopped = false;
+  #wake: Int32Array | undefined;
 
   /**
    * Creates a reader.
@@ -167,6 +203,7 @@ export class IopubReader {
   async handle(request: IopubWorkerRequest): Promise<void> {
     switch (request.type) {
       case "start":
+        this.#wake = request.wake;
         try {
           await this.#start(request.connection);
           this.#post({ type: "connected" });
@@ -206,6 +243,9 @@ export class IopubReader {
         type: "SUB",
         coalesceMs: this.#options.coalesceMs ?? DEFAULT_COALESCE_MS,
         coalesceMaxMs: this.#options.coalesceMaxMs ?? DEFAULT_COALESCE_MAX_MS,
+        pause: this.#wake === undefined
+          ? undefined
+          : (ms) => this.#blockingPause(this.#wake!, ms),
         accept: (frames) => this.#accept(frames),
         onMessage: (frames) => this.#onFrames(frames),
         onClose: (error) => {
@@ -214,6 +254,18 @@ export class IopubReader {
       },
     );
     await this.#socket.subscribe("");
+  }
+
+  /**
+   * Blocks the thread for `ms` or until the main thread raises `wake`. The
+   * messages already read are handled first (their signature checks are
+   * asynchronous, and an error must not wait for the pause to be posted).
+   */
+  async #blockingPause(wake: Int32Array, ms: number): Promise<void> {
+    await this.#queue;
+    if (this.#stopped) return;
+    Atomics.wait(wake, 0, 0, ms);
+    Atomics.store(wake, 0, 0);
   }
 
   /**

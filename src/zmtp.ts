@@ -430,6 +430,17 @@ export interface ZmtpSocketOptions {
    * @default {coalesceMs}
    */
   coalesceMaxMs?: number;
+  /**
+   * Waits out one pause (see `coalesceMs`). The default, a timer, waits in
+   * the event loop, where the socket stays registered with the operating
+   * system's readiness queue: every message that arrives during the pause
+   * still wakes the thread, which then finds nothing to do until the timer
+   * fires. A thread whose only job is this socket can block instead (for
+   * example with `Atomics.wait`), and the messages then wait in the socket
+   * buffer without waking it.
+   * @default {a timer}
+   */
+  pause?: (ms: number) => Promise<void>;
 }
 
 /** A read that took longer than this waited for data: the traffic had a gap. */
@@ -656,7 +667,8 @@ export class ZmtpSocket {
           this.#peerType !== "" && this.#parser.atMessageBoundary &&
           !this.#closed;
         if (paused) {
-          await new Promise((resolve) => setTimeout(resolve, pauseMs));
+          await (this.#options.pause?.(pauseMs) ??
+            new Promise((resolve) => setTimeout(resolve, pauseMs)));
         }
       }
     } catch (error) {

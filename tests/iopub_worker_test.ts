@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { IopubReader, type IopubWorkerEvent } from "../src/iopub_worker.ts";
+import {
+  IopubReader,
+  type IopubWorkerEvent,
+  type IopubWorkerRequest,
+  wakeReader,
+} from "../src/iopub_worker.ts";
 import {
   makeHeader,
   MessageSigner,
@@ -243,4 +248,164 @@ Deno.test("IopubReader posts nothing for successful cells, pairs an error with i
   }
   publisher.close();
   await publisher.done;
+});
+
+Deno.test("IopubReader in its worker, given a wake flag: while cells stream it sleeps through 40 ms pauses, yet a request is answered at once and an error is posted before the next pause", async () => {
+  const key = "test-key";
+  const signer = await MessageSigner.create(key, "hmac-sha256");
+  const message = (
+    type: string,
+    parent: ReturnType<typeof makeHeader>,
+    content: Record<string, unknown>,
+  ) =>
+    serializeMessage(
+      {
+        header: makeHeader(type, "kernel"),
+        parent_header: parent,
+        metadata: {},
+        content,
+      },
+      signer,
+    );
+  const connected = Promise.withResolvers<Deno.Conn>();
+  const publisher = startPublisher((conn) => {
+    // As a ZeroMQ publisher does: no Nagle delay on small messages.
+    (conn as Deno.TcpConn).setNoDelay(true);
+    connected.resolve(conn);
+    return Promise.resolve();
+  });
+  const worker = new Worker(
+    new URL("../src/iopub_worker.ts", import.meta.url),
+    { type: "module" },
+  );
+  const wake = new Int32Array(new SharedArrayBuffer(4));
+  const listeners = new Set<(event: IopubWorkerEvent) => void>();
+  worker.onmessage = (event: MessageEvent<IopubWorkerEvent>) => {
+    for (const listener of listeners) listener(event.data);
+  };
+  const request = (
+    body: IopubWorkerRequest,
+    answer: IopubWorkerEvent["type"],
+  ): Promise<number> => {
+    const answered = Promise.withResolvers<number>();
+    const listener = (event: IopubWorkerEvent) => {
+      if (event.type === answer) {
+        listeners.delete(listener);
+        answered.resolve(performance.now());
+      }
+    };
+    listeners.add(listener);
+    worker.postMessage(body);
+    wakeReader(wake);
+    return answered.promise;
+  };
+  const median = (values: number[]) =>
+    [...values].sort((a, b) => a - b)[values.length >> 1]!;
+  let streaming = true;
+  let stream: Promise<void> = Promise.resolve();
+  try {
+    await request({
+      type: "start",
+      wake,
+      connection: {
+        transport: "tcp",
+        ip: "127.0.0.1",
+        iopub_port: publisher.port,
+        shell_port: 0,
+        control_port: 0,
+        stdin_port: 0,
+        hb_port: 0,
+        key,
+        signature_scheme: "hmac-sha256",
+      },
+    }, "connected");
+    const conn = await connected.promise;
+    // Successful cells back to back, a status message every 2 ms: the
+    // reader's pause grows to 40 ms and stays there.
+    const cell = makeHeader("execute_request", "client");
+    const status = encodeMessage(
+      await message("status", cell, { execution_state: "busy" }),
+    );
+    let writes: Promise<unknown> = Promise.resolve();
+    const write = (bytes: Uint8Array) => {
+      writes = writes.then(() => conn.write(bytes));
+      return writes;
+    };
+    stream = (async () => {
+      while (streaming) {
+        await write(status);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    // Requests posted at random moments of the pauses: answered within a
+    // few ms (without the wake-up each would wait 20 ms on average).
+    const answers: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 13 + 7 * i));
+      const sent = performance.now();
+      answers.push(
+        await request({ type: "expect", id: `marker-${i}` }, "expecting") -
+          sent,
+      );
+    }
+    assert.ok(
+      median(answers) < 10,
+      `requests answered in ${answers.map((ms) => ms.toFixed(1))} ms`,
+    );
+
+    // A failing cell amid the stream: its error is read at the end of the
+    // current pause (0-40 ms later) and posted before the next one starts
+    // (40-80 ms, had the reader blocked before checking its signature).
+    const errors: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 11 + 5 * i));
+      const parent = makeHeader("execute_request", "client");
+      const bytes = concatBytes(
+        await Promise.all([
+          message("execute_input", parent, {
+            code: `throw new Error("${i}")`,
+            execution_count: i + 1,
+          }),
+          message("error", parent, {
+            ename: "Error",
+            evalue: String(i),
+            traceback: [],
+          }),
+        ]).then((messages) => messages.map(encodeMessage)),
+      );
+      const posted = Promise.withResolvers<number>();
+      const listener = (event: IopubWorkerEvent) => {
+        if (event.type === "error" && event.evalue === String(i)) {
+          listeners.delete(listener);
+          posted.resolve(performance.now());
+        }
+      };
+      listeners.add(listener);
+      const sent = performance.now();
+      await write(bytes);
+      errors.push(await posted.promise - sent);
+    }
+    assert.ok(
+      median(errors) < 35,
+      `errors posted ${
+        errors.map((ms) => ms.toFixed(1))
+      } ms after they were sent`,
+    );
+    streaming = false;
+    await stream;
+    await request({ type: "stop" }, "stopped");
+    try {
+      conn.close();
+    } catch {
+      // closed by the reader
+    }
+  } finally {
+    streaming = false;
+    await stream.catch(() => {});
+    worker.terminate();
+    publisher.close();
+    await publisher.done;
+  }
 });
