@@ -11,9 +11,12 @@
  *   warm Deno cache).
  *
  * How the two latency ratios are measured: in ONE kernel, the extension is
- * loaded and unloaded in turn (12 rounds, ABBA order), and each half-round
- * runs 25 trivial cells and two 20 MB cells (so 300 trivial and 24 big cells
- * per side); the figures are the overall medians of each side. A latency is
+ * loaded and unloaded in turn (24 rounds, ABBA order), and each half-round
+ * runs 25 trivial cells and two 20 MB cells (so 600 trivial and 48 big cells
+ * per side); the figures are the overall medians of each side. (The
+ * kernel's own latency moves by up to ±40% from one half-round to the next,
+ * with or without the extension: with 12 rounds, the trivial ratio of
+ * unchanged code ranged over 0.98-1.06 across runs.) A latency is
  * the client's time from sending `execute_request` to receiving both the
  * `execute_reply` and the idle status. After each switch (and the ~2 s the
  * reader needs to move into its worker) 40 trivial cells run uncounted (each
@@ -103,7 +106,7 @@ export interface SideTimes {
 
 /** Options for {@linkcode measureLatency}. */
 export interface LatencyOptions {
-  /** Load/unload rounds (each round measures both sides). @default {12} */
+  /** Load/unload rounds (each round measures both sides). @default {24} */
   rounds?: number;
   /** Trivial cells per side and round. @default {25} */
   trivialPerRound?: number;
@@ -244,7 +247,7 @@ export async function measureLatency(
     cpuPerCell?: Record<Side, number>;
   }
 > {
-  const rounds = options.rounds ?? 12;
+  const rounds = options.rounds ?? 24;
   const trivialPerRound = options.trivialPerRound ?? 25;
   const bigPerRound = options.bigPerRound ?? 2;
 
