@@ -11,7 +11,41 @@ import {
   serializeMessage,
 } from "../src/jupyter_message.ts";
 import { concatBytes, encodeMessage } from "../src/zmtp.ts";
+import type { KernelConnectionInfo } from "../src/kernel_connection.ts";
 import { startPublisher } from "./support/fake_publisher.ts";
+
+/** The connection of a kernel whose IOPub is the test publisher on `port`. */
+function publisherConnection(port: number, key: string): KernelConnectionInfo {
+  return {
+    transport: "tcp",
+    ip: "127.0.0.1",
+    iopub_port: port,
+    shell_port: 0,
+    control_port: 0,
+    stdin_port: 0,
+    hb_port: 0,
+    key,
+    signature_scheme: "hmac-sha256",
+  };
+}
+
+/** A message the kernel publishes while answering `parent`, signed by `signer`. */
+function kernelMessage(
+  signer: MessageSigner,
+  type: string,
+  parent: ReturnType<typeof makeHeader>,
+  content: Record<string, unknown>,
+): Promise<Uint8Array[]> {
+  return serializeMessage(
+    {
+      header: makeHeader(type, "kernel"),
+      parent_header: parent,
+      metadata: {},
+      content,
+    },
+    signer,
+  );
+}
 
 Deno.test("IopubReader drops unsigned messages and reconnects after a corrupted stream", async () => {
   const key = "test-key";
@@ -22,16 +56,7 @@ Deno.test("IopubReader drops unsigned messages and reconnects after a corrupted 
     type: string,
     content: Record<string, unknown>,
     by = signer,
-  ) =>
-    serializeMessage(
-      {
-        header: makeHeader(type, "kernel"),
-        parent_header: request,
-        metadata: {},
-        content,
-      },
-      by,
-    );
+  ) => kernelMessage(by, type, request, content);
   const connections: Deno.Conn[] = [];
   const publisher = startPublisher(async (conn, index) => {
     connections.push(conn);
@@ -72,17 +97,7 @@ Deno.test("IopubReader drops unsigned messages and reconnects after a corrupted 
   });
   await reader.handle({
     type: "start",
-    connection: {
-      transport: "tcp",
-      ip: "127.0.0.1",
-      iopub_port: publisher.port,
-      shell_port: 0,
-      control_port: 0,
-      stdin_port: 0,
-      hb_port: 0,
-      key,
-      signature_scheme: "hmac-sha256",
-    },
+    connection: publisherConnection(publisher.port, key),
   });
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
@@ -128,16 +143,7 @@ Deno.test("IopubReader posts nothing for successful cells, pairs an error with i
     parent: ReturnType<typeof makeHeader>,
     content: Record<string, unknown>,
     by = signer,
-  ) =>
-    serializeMessage(
-      {
-        header: makeHeader(type, "kernel"),
-        parent_header: parent,
-        metadata: {},
-        content,
-      },
-      by,
-    );
+  ) => kernelMessage(by, type, parent, content);
   const marker = (id: string) =>
     message("update_display_data", requests[2], {
       data: {},
@@ -162,17 +168,7 @@ Deno.test("IopubReader posts nothing for successful cells, pairs an error with i
   };
   await reader.handle({
     type: "start",
-    connection: {
-      transport: "tcp",
-      ip: "127.0.0.1",
-      iopub_port: publisher.port,
-      shell_port: 0,
-      control_port: 0,
-      stdin_port: 0,
-      hb_port: 0,
-      key,
-      signature_scheme: "hmac-sha256",
-    },
+    connection: publisherConnection(publisher.port, key),
   });
   const conn = await sendNow.promise;
   const write = async (parts: Promise<Uint8Array[]>[]) =>
@@ -257,16 +253,7 @@ Deno.test("IopubReader in its worker, given a wake flag: while cells stream it s
     type: string,
     parent: ReturnType<typeof makeHeader>,
     content: Record<string, unknown>,
-  ) =>
-    serializeMessage(
-      {
-        header: makeHeader(type, "kernel"),
-        parent_header: parent,
-        metadata: {},
-        content,
-      },
-      signer,
-    );
+  ) => kernelMessage(signer, type, parent, content);
   const connected = Promise.withResolvers<Deno.Conn>();
   const publisher = startPublisher((conn) => {
     // As a ZeroMQ publisher does: no Nagle delay on small messages.
@@ -307,17 +294,7 @@ Deno.test("IopubReader in its worker, given a wake flag: while cells stream it s
     await request({
       type: "start",
       wake,
-      connection: {
-        transport: "tcp",
-        ip: "127.0.0.1",
-        iopub_port: publisher.port,
-        shell_port: 0,
-        control_port: 0,
-        stdin_port: 0,
-        hb_port: 0,
-        key,
-        signature_scheme: "hmac-sha256",
-      },
+      connection: publisherConnection(publisher.port, key),
     }, "connected");
     const conn = await connected.promise;
     // Successful cells back to back, a status message every 2 ms: the
