@@ -283,6 +283,10 @@ export class CellCapture {
     // The worker's reader waits out its pauses blocked on this flag; each
     // request raises it, so none waits for a pause to end.
     const wake = new Int32Array(new SharedArrayBuffer(4));
+    const post = (request: IopubWorkerRequest) => {
+      worker.postMessage(request);
+      wakeReader(wake);
+    };
     const waiters = this.#workerWaiters;
     worker.onmessage = (message: MessageEvent<IopubWorkerEvent>) => {
       if (!answer(waiters, message.data)) this.#onEvent(message.data);
@@ -297,16 +301,12 @@ export class CellCapture {
     const source: Source = {
       request: (request) => {
         if (request.type === "forget") {
-          worker.postMessage(request);
-          wakeReader(wake);
+          post(request);
           return Promise.resolve({ type: "stopped" });
         }
         const answered = Promise.withResolvers<IopubWorkerEvent>();
         waiters.set(waitKey(request), answered.resolve);
-        worker.postMessage(
-          request.type === "start" ? { ...request, wake } : request,
-        );
-        wakeReader(wake);
+        post(request.type === "start" ? { ...request, wake } : request);
         return answered.promise;
       },
       terminate: () => {

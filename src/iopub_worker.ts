@@ -233,6 +233,7 @@ export class IopubReader {
       connection.key,
       connection.signature_scheme,
     );
+    const wake = this.#wake;
     this.#socket = await ZmtpSocket.connect(
       {
         transport: connection.transport,
@@ -243,9 +244,9 @@ export class IopubReader {
         type: "SUB",
         coalesceMs: this.#options.coalesceMs ?? DEFAULT_COALESCE_MS,
         coalesceMaxMs: this.#options.coalesceMaxMs ?? DEFAULT_COALESCE_MAX_MS,
-        pause: this.#wake === undefined
+        pause: wake === undefined
           ? undefined
-          : (ms) => this.#blockingPause(this.#wake!, ms),
+          : (ms) => this.#blockingPause(wake, ms),
         accept: (frames) => this.#accept(frames),
         onMessage: (frames) => this.#onFrames(frames),
         onClose: (error) => {
