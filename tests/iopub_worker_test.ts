@@ -256,8 +256,6 @@ Deno.test("IopubReader in its worker, given a wake flag: while cells stream it s
   ) => kernelMessage(signer, type, parent, content);
   const connected = Promise.withResolvers<Deno.Conn>();
   const publisher = startPublisher((conn) => {
-    // As a ZeroMQ publisher does: no Nagle delay on small messages.
-    (conn as Deno.TcpConn).setNoDelay(true);
     connected.resolve(conn);
     return Promise.resolve();
   });

@@ -22,6 +22,9 @@ export function startPublisher(
   const done = (async () => {
     let index = 0;
     for await (const conn of listener) {
+      // As a ZeroMQ publisher does: no Nagle delay on small messages (with
+      // it, a reader that pauses sees them held back by delayed ACKs).
+      conn.setNoDelay(true);
       const parser = new ZmtpParser();
       const subscribed = Promise.withResolvers<void>();
       parser.onFrame = (frame: ZmtpFrame) => {
