@@ -54,6 +54,7 @@ Deno.test("SqliteStorage migrates a new file once, records the version and uses 
       const name of [
         "reports_notebook_id",
         "reports_created_at",
+        "reports_usage",
         "usages_created_at",
       ]
     ) {
@@ -72,6 +73,87 @@ Deno.test("SqliteStorage migrates a new file once, records the version and uses 
       /schema version is 99, newer than this server's \d+/,
     );
   });
+});
+
+Deno.test("SqliteStorage finds a session's reports and prunes sessions without reading every report", async () => {
+  // SQLite plans every statement the storage prepared here (writes, a
+  // session's reports, pruning, a group's deletion): none may scan the whole
+  // reports table. Before migration 7, reading a session's reports and
+  // deleting expired sessions (NOT EXISTS, then ON DELETE CASCADE) did; on a
+  // file of 300,000 reports in 20,000 sessions, prune() then held the event
+  // loop for 227 s (0.4 s with the index).
+  const prepared = new Set<string>();
+  const prepare = DatabaseSync.prototype.prepare;
+  DatabaseSync.prototype.prepare = function (this: DatabaseSync, sql: string) {
+    prepared.add(sql);
+    return prepare.call(this, sql);
+  };
+  try {
+    await withDb(async (path) => {
+      const storage = await openSqliteStorage(path);
+      const old = await storage.createUsage("nb", T0 - 100 * DAY);
+      const usage = await storage.createUsage("nb", T0);
+      await storage.addReport(input(old.uuid, 1, T0 - 100 * DAY));
+      const stored = await Promise.all(
+        [2, 3, 3].map((n) => storage.addReport(input(usage.uuid, n, T0))),
+      );
+      assertEquals(stored.map((r) => r.status), [
+        "stored",
+        "stored",
+        "duplicate",
+      ]);
+      assertEquals(
+        (await storage.listUsageReports([usage.uuid])).map((r) =>
+          r.execution_count
+        ),
+        [2, 3],
+      );
+      const result = await storage.prune({
+        now: T0,
+        maxAgeMs: 90 * DAY,
+        maxBytes: 1 << 30,
+      });
+      assertEquals([result.expiredReports, result.expiredUsages], [1, 1]);
+      assertEquals(await storage.getUsage(old.uuid), undefined);
+      const group = stored[0]!.status === "stored"
+        ? stored[0]!.group
+        : undefined;
+      assert(group !== undefined && await storage.deleteGroup(group.id));
+      await storage.close();
+    });
+    await withDb((path) => {
+      // A fresh file with the same schema, planned without the spy.
+      DatabaseSync.prototype.prepare = prepare;
+      new SqliteStorage(path).close();
+      const raw = new DatabaseSync(path);
+      const scans: string[] = [];
+      for (const sql of prepared) {
+        if (!/^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b/i.test(sql)) continue;
+        if (!/\breports\b/.test(sql)) continue;
+        const plan = raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as {
+          detail: string;
+        }[];
+        // "SCAN r" reads every row; "SCAN reports USING INDEX …" with a
+        // LIMIT (eviction, oldest first) stops early and is not counted.
+        const full = plan.filter((step) =>
+          /^SCAN (r|reports)$/.test(step.detail)
+        );
+        if (full.length > 0) {
+          scans.push(
+            `${sql.replace(/\s+/g, " ")} => ${
+              plan.map((step) => step.detail).join(" | ")
+            }`,
+          );
+        }
+      }
+      raw.close();
+      assert(prepared.size > 10, `only ${prepared.size} statements seen`);
+      assertEquals(scans, []);
+      return Promise.resolve();
+    });
+  } finally {
+    DatabaseSync.prototype.prepare = prepare;
+  }
 });
 
 Deno.test("SqliteStorage commits concurrent writes in batches and resolves each after commit", async () => {

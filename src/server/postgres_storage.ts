@@ -85,7 +85,7 @@ import {
  * ```ts
  * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
  *
- * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6]
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6, 7]
  * ```
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -877,6 +877,13 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     // stays, and this version only keeps both engines' versions aligned.
     version: 6,
     name: "duplicates found without the (session, payload hash) index",
+    sql: "",
+  },
+  {
+    // SQLite's version 6 dropped its only index leading with usage_id;
+    // PostgreSQL kept reports_usage_hash (usage_id, …), which serves.
+    version: 7,
+    name: "a session's reports found through an index on the session",
     sql: "",
   },
 ];

@@ -164,6 +164,16 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     name: "duplicates found without the (session, payload hash) index",
     sql: "DROP INDEX reports_usage_hash;",
   },
+  {
+    // Version 6 dropped the only index that led with usage_id: reading a
+    // session's reports (GET /usages/<uuid>) and deleting the sessions that
+    // pruning expires (NOT EXISTS, then ON DELETE CASCADE for each) then
+    // read the whole reports table, on the event loop. Appended in session
+    // order, the index costs about one leaf page per commit.
+    version: 7,
+    name: "a session's reports found through an index on the session",
+    sql: "CREATE INDEX reports_usage ON reports (usage_id);",
+  },
 ];
 
 /**
