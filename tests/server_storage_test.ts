@@ -121,10 +121,10 @@ Deno.test("SqliteStorage finds a session's reports and prunes sessions without r
       assert(group !== undefined && await storage.deleteGroup(group.id));
       await storage.close();
     });
-    await withDb((path) => {
+    await withDb(async (path) => {
       // A fresh file with the same schema, planned without the spy.
       DatabaseSync.prototype.prepare = prepare;
-      new SqliteStorage(path).close();
+      await (await openSqliteStorage(path)).close();
       const raw = new DatabaseSync(path);
       const scans: string[] = [];
       for (const sql of prepared) {
@@ -149,7 +149,6 @@ Deno.test("SqliteStorage finds a session's reports and prunes sessions without r
       raw.close();
       assert(prepared.size > 10, `only ${prepared.size} statements seen`);
       assertEquals(scans, []);
-      return Promise.resolve();
     });
   } finally {
     DatabaseSync.prototype.prepare = prepare;
