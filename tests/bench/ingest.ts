@@ -3,7 +3,10 @@
  * `Deno.serve` answering 204 to the same requests.
  *
  * 1. Throughput: `wrk` (closed loop, a Lua script posting distinct reports)
- *    against the collector (`--no-limits`) and against the bare server.
+ *    against the collector (`--no-limits`) and against the bare server; then,
+ *    as a reference, against `minimal_durable_server.ts` (one INSERT per
+ *    report, group commit, nothing else) with `synchronous` FULL and NORMAL:
+ *    what SQLite's commits alone leave of the bare server's throughput.
  * 2. Latency at a fixed rate: an open-loop generator (latency measured from
  *    each request's scheduled time, so a stall is not hidden) at 2,000
  *    reports/s against the collector.
@@ -296,17 +299,45 @@ async function openLoop(
   };
 }
 
-async function startBareServer(): Promise<
-  { url: string; stop(): Promise<void> }
-> {
+/** A reference server: a Deno child that prints `listening on <url>`. */
+interface ReferenceServer {
+  url: string;
+  stop(): Promise<void>;
+}
+
+function startBareServer(): Promise<ReferenceServer> {
   const code = `
     const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log("bare listening on http://127.0.0.1:" + port) },
       async (request) => { await request.arrayBuffer(); return new Response(null, { status: 204 }); });
     Deno.addSignalListener("SIGTERM", () => server.shutdown());
     await server.finished;
   `;
+  return startReferenceServer("the bare server", ["eval", code]);
+}
+
+function startMinimalDurableServer(
+  db: string,
+  synchronous: "full" | "normal",
+): Promise<ReferenceServer> {
+  return startReferenceServer("the minimal durable server", [
+    "run",
+    "--allow-net=127.0.0.1",
+    `--allow-read=${db}`,
+    `--allow-write=${db}`,
+    new URL("./minimal_durable_server.ts", import.meta.url).pathname,
+    "--db",
+    db,
+    "--synchronous",
+    synchronous,
+  ]);
+}
+
+async function startReferenceServer(
+  name: string,
+  args: string[],
+): Promise<ReferenceServer> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", code],
+    args,
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -314,7 +345,7 @@ async function startBareServer(): Promise<
   let out = "";
   while (!/listening on (\S+)/.test(out)) {
     const { value, done } = await reader.read();
-    if (done) throw new Error("the bare server exited");
+    if (done) throw new Error(`${name} exited`);
     out += value;
   }
   reader.releaseLock();
@@ -457,6 +488,32 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           );
         } finally {
           await collector.stop();
+        }
+      }
+      for (const synchronous of ["full", "normal"] as const) {
+        const reference = await startMinimalDurableServer(
+          `${dir}/minimal-${synchronous}.db`,
+          synchronous,
+        );
+        try {
+          await runWrk("warm-up", reference.url, barePath, {
+            seconds: 2,
+            connections,
+          });
+          const figures = await runWrk(
+            `reference: minimal durable server, synchronous=${synchronous.toUpperCase()}`,
+            reference.url,
+            barePath,
+            { seconds, connections },
+          );
+          print(figures);
+          console.log(
+            `  => ${
+              (100 * figures.perSecond / bareFigures.perSecond).toFixed(1)
+            }% of bare: one INSERT per report and a commit per batch, none of the collector's work`,
+          );
+        } finally {
+          await reference.stop();
         }
       }
     } finally {
