@@ -217,6 +217,14 @@ engineTest(
       notebooks.map((n) => [n.notebook, n.reports, n.sessions, n.lastReportAt]),
       [["a", 5, 1, T0 + 4 * DAY], ["b", 5, 1, T0 + 4 * DAY]],
     );
+    // A notebook is dated by the last report it received (found through the
+    // (notebook, id) index, not by reading all its reports), even when the
+    // clock stepped back in between.
+    await storage.addReport(input(a.uuid, 5, T0 + DAY));
+    assertEquals(
+      (await storage.notebooks()).map((n) => [n.notebook, n.lastReportAt]),
+      [["a", T0 + DAY], ["b", T0 + 4 * DAY]],
+    );
   },
 );
 

@@ -1496,7 +1496,8 @@ export class PostgresStorage implements Storage {
     const rows = await this.#q(
       `SELECT c.notebook AS notebook, sum(c.reports)::bigint AS reports,
          sum(c.sessions)::bigint AS sessions,
-         (SELECT max(r.created_at) FROM reports r WHERE r.notebook = c.notebook) AS last
+         (SELECT r.created_at FROM reports r WHERE r.notebook = c.notebook
+           ORDER BY r.id DESC LIMIT 1) AS last
        FROM daily_counts c GROUP BY c.notebook ORDER BY c.notebook`,
     );
     return rows.map((r) => ({

@@ -899,7 +899,8 @@ export class SqliteStorage implements Storage {
     const rows = this.#db.prepare(
       `SELECT c.notebook AS notebook, sum(c.reports) AS reports,
          sum(c.sessions) AS sessions,
-         (SELECT max(r.created_at) FROM reports r WHERE r.notebook = c.notebook) AS last
+         (SELECT r.created_at FROM reports r WHERE r.notebook = c.notebook
+           ORDER BY r.id DESC LIMIT 1) AS last
        FROM daily_counts c GROUP BY c.notebook ORDER BY c.notebook`,
     ).all() as unknown as {
       notebook: string;

@@ -271,7 +271,10 @@ export interface NotebookSummary {
   reports: number;
   /** Sessions counted over the kept per-day counts. */
   sessions: number;
-  /** When the newest raw report still stored was received, or `null`. */
+  /**
+   * When the newest raw report still stored (the last received) was
+   * received, or `null`.
+   */
   lastReportAt: number | null;
 }
 
