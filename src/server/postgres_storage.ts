@@ -1656,24 +1656,36 @@ export class PostgresStorage implements Storage {
   async notebookWindowStats(now: number): Promise<NotebookWindowStats[]> {
     const hour = utcHour(now);
     const rows = await this.#q(
+      // One pass over each table for every notebook (the windows nest):
+      // a count per notebook and window read each notebook's sessions three
+      // times, about 0.7 s for 20,000 sessions.
       `WITH names AS (
          SELECT notebook FROM daily_counts UNION SELECT notebook FROM groups
+       ),
+       g AS (SELECT notebook, count(*) AS groups FROM groups GROUP BY notebook),
+       h AS (
+         SELECT notebook,
+           sum(reports) FILTER (WHERE hour > $1) AS r24,
+           sum(reports) FILTER (WHERE hour > $2) AS r7,
+           sum(reports) AS r30
+         FROM notebook_hours WHERE hour > $3 GROUP BY notebook
+       ),
+       s AS (
+         SELECT notebook,
+           count(*) FILTER (WHERE last_report_at > $4) AS s24,
+           count(*) FILTER (WHERE last_report_at > $5) AS s7,
+           count(*) AS s30
+         FROM usages WHERE last_report_at > $6 GROUP BY notebook
        )
-       SELECT n.notebook AS notebook,
-         (SELECT count(*) FROM groups g WHERE g.notebook = n.notebook) AS groups,
-         (SELECT coalesce(sum(reports), 0)::bigint FROM notebook_hours h
-            WHERE h.notebook = n.notebook AND h.hour > $1) AS r24,
-         (SELECT coalesce(sum(reports), 0)::bigint FROM notebook_hours h
-            WHERE h.notebook = n.notebook AND h.hour > $2) AS r7,
-         (SELECT coalesce(sum(reports), 0)::bigint FROM notebook_hours h
-            WHERE h.notebook = n.notebook AND h.hour > $3) AS r30,
-         (SELECT count(*) FROM usages u
-            WHERE u.notebook = n.notebook AND u.last_report_at > $4) AS s24,
-         (SELECT count(*) FROM usages u
-            WHERE u.notebook = n.notebook AND u.last_report_at > $5) AS s7,
-         (SELECT count(*) FROM usages u
-            WHERE u.notebook = n.notebook AND u.last_report_at > $6) AS s30
-       FROM names n ORDER BY n.notebook COLLATE "C"`,
+       SELECT n.notebook AS notebook, coalesce(g.groups, 0) AS groups,
+         coalesce(h.r24, 0)::bigint AS r24, coalesce(h.r7, 0)::bigint AS r7,
+         coalesce(h.r30, 0)::bigint AS r30, coalesce(s.s24, 0) AS s24,
+         coalesce(s.s7, 0) AS s7, coalesce(s.s30, 0) AS s30
+       FROM names n
+       LEFT JOIN g ON g.notebook = n.notebook
+       LEFT JOIN h ON h.notebook = n.notebook
+       LEFT JOIN s ON s.notebook = n.notebook
+       ORDER BY n.notebook COLLATE "C"`,
       [
         hour - 24,
         hour - 7 * 24,
