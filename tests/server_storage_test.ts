@@ -120,11 +120,8 @@ Deno.test("SqliteStorage finds a session's reports and prunes sessions without r
         : undefined;
       assert(group !== undefined && await storage.deleteGroup(group.id));
       await storage.close();
-    });
-    await withDb(async (path) => {
-      // A fresh file with the same schema, planned without the spy.
+      // Planned on the same file, without the spy.
       DatabaseSync.prototype.prepare = prepare;
-      await (await openSqliteStorage(path)).close();
       const raw = new DatabaseSync(path);
       const scans: string[] = [];
       for (const sql of prepared) {

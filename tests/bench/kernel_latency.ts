@@ -57,6 +57,10 @@ import {
   DEFAULT_COALESCE_MAX_MS,
   DEFAULT_COALESCE_MS,
 } from "../../src/iopub_worker.ts";
+import {
+  type KernelConnectionInfo,
+  readConnectionInfo,
+} from "../../src/kernel_connection.ts";
 import { ZmtpSocket } from "../../src/zmtp.ts";
 import { iopubPeers } from "../support/kernel_cells.ts";
 import { startSlackReceiver } from "../support/slack_receiver.ts";
@@ -262,9 +266,10 @@ export async function measureLatency(
   let current: Side = "without";
   const external = options.compare === "external";
   let subscriber: ZmtpSocket | undefined;
+  let info: KernelConnectionInfo | undefined;
   const switchExternal = async (side: Side): Promise<void> => {
     if (side === "with") {
-      const info = JSON.parse(await Deno.readTextFile(kernel.connectionFile));
+      info ??= await readConnectionInfo(kernel.connectionFile);
       subscriber = await ZmtpSocket.connect(
         { transport: info.transport, ip: info.ip, port: info.iopub_port },
         {
