@@ -886,6 +886,13 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     name: "a session's reports found through an index on the session",
     sql: "",
   },
+  {
+    // SQLite writes counts behind the reports; PostgreSQL's batch function
+    // writes them with each batch.
+    version: 8,
+    name: "counts written behind the reports, up to a recorded report",
+    sql: "",
+  },
 ];
 
 /**

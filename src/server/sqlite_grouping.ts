@@ -1,10 +1,10 @@
 /**
  * Grouping and the Slack outbox on SQLite: the schema (migration 2), the
  * grouping of each report inside {@linkcode SqliteStorage}'s write
- * transaction (each group read once per batch, changed in memory by the
- * batch's succeeded writes, and written once before COMMIT), the
- * dashboard's group queries, and the outbox's claim and settle steps. Used
- * only by `sqlite_storage.ts`.
+ * transaction (each group read once, changed in memory by succeeded writes,
+ * and written once when the storage writes its counts), the dashboard's
+ * group queries, and the outbox's claim and settle steps. Used only by
+ * `sqlite_storage.ts`.
  *
  * @module
  */
@@ -290,6 +290,12 @@ export class SqliteGrouping {
   #staged: StagedReport[] = [];
   /** The open batch's groups by `notebook \0 fingerprint`. */
   #groups = new Map<string, BatchGroup>();
+  /**
+   * A succeeded write since the last {@linkcode flushCounts} did something
+   * {@linkcode recount} cannot redo from its report row: created a group,
+   * added a group's session, or reopened a group.
+   */
+  #mustWrite = false;
 
   /**
    * Prepares the statements; the schema must be at version 2 or later.
@@ -307,6 +313,10 @@ export class SqliteGrouping {
         `SELECT id, error_name, error_message, count, sessions, first_seen,
         last_seen, state, first_lines, cell_numbers, last_notice_at, last_spike_hour
         FROM groups WHERE notebook = ? AND fingerprint = ?`,
+      findGroupById:
+        `SELECT id, fingerprint, error_name, error_message, count, sessions, first_seen,
+        last_seen, state, first_lines, cell_numbers, last_notice_at, last_spike_hour
+        FROM groups WHERE id = ?`,
       insertGroup:
         `INSERT INTO groups (notebook, fingerprint, error_name, error_message,
         latest, count, sessions, first_seen, last_seen, first_lines, cell_numbers)
@@ -485,8 +495,9 @@ export class SqliteGrouping {
       );
       const hours = hour - from;
       if (hours > 0) {
-        const past = (this.#st.pastHours!.get(id, from, hour) as { n: number })
-          .n;
+        const past =
+          (this.#st.pastHours!.get(id, from, hour) as { n: number }).n +
+          this.#unwrittenHours(id, from, hour);
         hourlyAverage = past / hours;
         if (hourCount > policy.spikeFactor * hourlyAverage) kind = "spike";
       }
@@ -517,6 +528,72 @@ export class SqliteGrouping {
     staged.notice = { at: now, spikeHour };
     outcome.notice = kind;
     return outcome;
+  }
+
+  /**
+   * Whether a succeeded write since the last {@linkcode flushCounts} did
+   * something {@linkcode recount} cannot redo from its report row (created
+   * a group, added a group's session, reopened a group): its counts must be
+   * written in the same transaction.
+   */
+  get mustWrite(): boolean {
+    return this.#mustWrite;
+  }
+
+  /**
+   * Counts a stored report again from its row, as {@linkcode record} and
+   * {@linkcode commitWrite} counted it, when its counts were not written
+   * (the storage rebuilds what it had not written after a crash or a
+   * rollback). Only for a report whose write did not create its group, add
+   * a session to it or reopen it ({@linkcode mustWrite}).
+   *
+   * @param input The report's group, session's notebook, time and payload.
+   */
+  recount(
+    input: {
+      groupId: number;
+      notebook: string;
+      now: number;
+      payload: ErrorPayload;
+    },
+  ): void {
+    if (!this.#enabled) return;
+    const { groupId, notebook, now } = input;
+    const row = this.#st.findGroupById!.get(groupId) as
+      | (FoundGroupRow & { fingerprint: string })
+      | undefined;
+    // Deleted with its reports, so this cannot happen; skip it if it does.
+    if (row === undefined) return;
+    const groupKey = `${notebook}\u0000${row.fingerprint}`;
+    let group = this.#groups.get(groupKey);
+    if (group === undefined) {
+      group = batchGroupFromRow(row, notebook, row.fingerprint);
+      this.#groups.set(groupKey, group);
+    }
+    const hour = utcHour(now);
+    this.#staged.push({
+      groupId,
+      notebook,
+      now,
+      hour,
+      hourKey: `${groupId}\u0000${hour}`,
+      sessionKey: undefined,
+      created: undefined,
+      group,
+      newSession: 0,
+      latest: { ...input.payload, notebook },
+      notice: undefined,
+    });
+    this.commitWrite();
+  }
+
+  /** The unwritten per-hour counts of a group in `[from, to)`. */
+  #unwrittenHours(groupId: number, from: number, to: number): number {
+    let n = 0;
+    for (const c of this.#hours.values()) {
+      if (c.groupId === groupId && c.hour >= from && c.hour < to) n += c.n;
+    }
+    return n;
   }
 
   /**
@@ -563,6 +640,7 @@ export class SqliteGrouping {
     this.#days.clear();
     this.#hours.clear();
     this.#notebookHours.clear();
+    this.#mustWrite = false;
   }
 
   /**
@@ -594,6 +672,12 @@ export class SqliteGrouping {
         });
       }
       if (r.sessionKey !== undefined) this.#rememberSession(r.sessionKey);
+      if (
+        r.created !== undefined || r.newSession > 0 ||
+        r.group?.state === "resolved"
+      ) {
+        this.#mustWrite = true;
+      }
       if (r.created !== undefined) {
         const g = r.created;
         if (r.notice !== undefined) {
@@ -627,6 +711,7 @@ export class SqliteGrouping {
     this.#days.clear();
     this.#hours.clear();
     this.#notebookHours.clear();
+    this.#mustWrite = false;
     // Rows of the batch are gone: forget what it told us.
     this.#sessions.clear();
   }

@@ -6,11 +6,13 @@
  * (group commit), without a savepoint per write; when one fails, the
  * transaction is rolled back and the batch run again with a savepoint per
  * write, so one failing write never undoes another. A write's counts (per
- * day, per group and hour) join the batch's only once the write succeeded,
- * and are written just before COMMIT; so are its groups, each read once per
- * batch and written once with all its reports' changes, and its session's
- * report count (a session's first report of a batch claims through the
- * table, its next ones in memory, written once). A write's promise
+ * day, per group and hour, its session's report count, its group's count
+ * and latest report) join those in memory only once the write succeeded, and
+ * are written behind the reports: with every 32nd batch or so, and before
+ * anything that reads or changes them (see `#writeCounts`). Each group and
+ * session is read once and written once for all the reports counted in
+ * memory. After a crash or a rollback the reports stored after the recorded
+ * `counted_through` are counted again from their rows. A write's promise
  * resolves after the COMMIT returned, so the HTTP layer acknowledges only
  * committed reports.
  *
@@ -174,6 +176,22 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     name: "a session's reports found through an index on the session",
     sql: "CREATE INDEX reports_usage ON reports (usage_id);",
   },
+  {
+    // Counts (per day, group, hour, session) are written once per several
+    // batches (see SqliteStorage): this row says which reports they
+    // include, so that those stored after it can be counted again after a
+    // crash. At this version every report is counted.
+    version: 8,
+    name: "counts written behind the reports, up to a recorded report",
+    sql: `
+      CREATE TABLE counted_through (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        report_id INTEGER NOT NULL
+      );
+      INSERT INTO counted_through (id, report_id)
+        SELECT 1, coalesce(max(id), 0) FROM reports;
+    `,
+  },
 ];
 
 /**
@@ -214,14 +232,24 @@ export interface SqliteStorageOptions {
    * instead of counted. @default {100000}
    */
   dedupeCapacity?: number;
+  /**
+   * How long the counts of stored reports (per day, per group and hour, per
+   * session) may stay in memory, unwritten: at most this many batches, and
+   * this many ms after the first batch that left them. Writing them costs
+   * about as much as a batch's reports; after a crash, the reports stored
+   * since are counted again when the file is opened, so a longer wait only
+   * makes that step longer. @default {{ batches: 32, ms: 100 }}
+   */
+  countsEvery?: { batches: number; ms: number };
 }
 
 interface QueuedWrite {
   // deno-lint-ignore no-explicit-any
   run: () => any;
   /**
-   * The write changes groups or sessions itself: the batch's pending group
-   * and session updates are written before it runs (outside its savepoint).
+   * The write is not a report's: the unwritten counts are written before
+   * it runs (outside its savepoint), and its batch writes them again before
+   * COMMIT.
    */
   flushFirst: boolean;
   // deno-lint-ignore no-explicit-any
@@ -235,14 +263,18 @@ const CHECKPOINT_INTERVAL_MS = 200;
 const DEFAULT_AUTOCHECKPOINT_PAGES = 1000;
 /** The automatic checkpoint while the worker checkpoints (about 40 MiB of WAL). */
 const BACKSTOP_AUTOCHECKPOINT_PAGES = 10_000;
+/** Counts are written at the latest with every this many batches… */
+const COUNTS_EVERY_BATCHES = 32;
+/** …or this many ms after the first batch that did not write them. */
+const COUNTS_EVERY_MS = 100;
 
 /** A session as the open batch's succeeded writes left it. */
 interface BatchSession {
   id: number;
   notebook: string;
-  /** Its reports, the batch's included. */
+  /** Its reports, the unwritten included. */
   reportCount: number;
-  /** The batch's reports not written to its row yet. */
+  /** Its reports not written to its row yet. */
   added: number;
   /** The latest of them's time. */
   lastReportAt: number;
@@ -254,6 +286,20 @@ interface UsageRow {
   notebook: string;
   created_at: number;
   report_count: number;
+}
+
+interface UncountedRow {
+  usage_id: number;
+  uuid: string;
+  report_count: number;
+  notebook: string;
+  created_at: number;
+  group_id: number | null;
+  error_name: string;
+  error_message: string;
+  traceback: string;
+  first_line: string;
+  execution_count: number | null;
 }
 
 interface ReportRow {
@@ -308,7 +354,7 @@ export function openSqliteStorage(
  * import { SqliteStorage } from "./sqlite_storage.ts";
  *
  * const storage = new SqliteStorage(":memory:");
- * console.log(storage.schemaVersion); // 6
+ * console.log(storage.schemaVersion); // 8
  * await storage.close();
  * ```
  */
@@ -322,8 +368,8 @@ export class SqliteStorage implements Storage {
   #maxBatch: number;
   #statements: Record<string, StatementSync> = {};
   /**
-   * Per-day counts of the batch's succeeded writes, flushed before its
-   * COMMIT.
+   * Per-day counts of succeeded writes not written yet (see
+   * {@linkcode #writeCounts}).
    */
   #counts = new Map<
     string,
@@ -335,13 +381,26 @@ export class SqliteStorage implements Storage {
     | undefined;
   #grouping: SqliteGrouping;
   #dedupe: DedupeWindow;
-  /** The open batch's sessions that reported, by uuid. */
+  /** Sessions read or claimed since the counts were last written, by uuid. */
   #sessions = new Map<string, BatchSession>();
   /** The running write's claim, added to `#sessions` once it succeeded. */
-  #claimed:
-    | { uuid: string; session: BatchSession; now: number; stored: boolean }
-    | undefined;
+  #claimed: { session: BatchSession; now: number } | undefined;
   #checkpointer: Checkpointer | undefined;
+  /** Committed reports' counts are not all written. */
+  #unwritten = false;
+  /** Batches committed since the counts were last written. */
+  #batchesSinceCounts = 0;
+  /** When (`performance.now()`) the first of them committed. */
+  #unwrittenSince = 0;
+  #countsTimer: ReturnType<typeof setTimeout> | undefined;
+  /** {@linkcode #recount} failed: it runs again before the next write or read. */
+  #recountDue = false;
+  #countsEvery: { batches: number; ms: number };
+  /**
+   * The open batch ran a write whose counts cannot be counted again from
+   * its report row: it writes the counts before COMMIT.
+   */
+  #mustWriteCounts = false;
 
   /**
    * Opens the database and migrates it.
@@ -352,6 +411,16 @@ export class SqliteStorage implements Storage {
    */
   constructor(path: string, options: SqliteStorageOptions = {}) {
     this.#maxBatch = options.maxBatch ?? 1000;
+    const every = options.countsEvery ??
+      { batches: COUNTS_EVERY_BATCHES, ms: COUNTS_EVERY_MS };
+    if (!(every.batches >= 1 && every.ms >= 0)) {
+      throw new RangeError(
+        `countsEvery must be at least 1 batch and 0 ms, got ${
+          JSON.stringify(every)
+        }`,
+      );
+    }
+    this.#countsEvery = { ...every };
     this.#db = new DatabaseSync(path);
     const synchronous = options.synchronous ?? "full";
     this.#db.exec(`
@@ -373,6 +442,9 @@ export class SqliteStorage implements Storage {
       options.notices,
       options.grouping ?? true,
     );
+    // Reports a crash left uncounted.
+    this.#recount();
+    this.#writeUnwrittenCounts();
     this.#startCheckpointer();
   }
 
@@ -455,9 +527,6 @@ export class SqliteStorage implements Storage {
         `INSERT INTO daily_counts (notebook, day, reports, sessions) VALUES (?, ?, ?, ?)
         ON CONFLICT (notebook, day) DO UPDATE
         SET reports = reports + excluded.reports, sessions = sessions + excluded.sessions`,
-      claimReport: `UPDATE usages SET report_count = report_count + 1,
-        last_report_at = ?3 WHERE uuid = ?1 AND report_count < ?2
-        RETURNING id, notebook, report_count`,
       addClaims:
         "UPDATE usages SET report_count = report_count + ?, last_report_at = ? WHERE id = ?",
       bumpDuplicate:
@@ -470,6 +539,15 @@ export class SqliteStorage implements Storage {
         `SELECT ${REPORT_COLUMNS} FROM reports r JOIN usages u ON u.id = r.usage_id WHERE r.id = ?`,
       listUsages:
         "SELECT id, uuid, notebook, created_at, report_count FROM usages ORDER BY id LIMIT ? OFFSET ?",
+      countedThrough: "SELECT report_id FROM counted_through",
+      setCountedThrough:
+        "UPDATE counted_through SET report_id = (SELECT coalesce(max(id), 0) FROM reports)",
+      uncounted:
+        `SELECT r.usage_id, u.uuid, u.report_count, r.notebook, r.created_at,
+        r.group_id, r.error_name, r.error_message, r.traceback, r.first_line,
+        r.execution_count
+        FROM reports r JOIN usages u ON u.id = r.usage_id
+        WHERE r.id > ? ORDER BY r.id`,
       savepoint: "SAVEPOINT w",
       release: "RELEASE w",
       rollbackTo: "ROLLBACK TO w",
@@ -483,7 +561,11 @@ export class SqliteStorage implements Storage {
     return this.#statements[name]!;
   }
 
-  #write<T>(run: () => T, flushFirst = false): Promise<T> {
+  /**
+   * Queues a write for the next batch. `flushFirst` is `false` only for a
+   * report's write: its counts can wait (see {@linkcode #writeCounts}).
+   */
+  #write<T>(run: () => T, flushFirst = true): Promise<T> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write: the storage is closed"));
     }
@@ -526,19 +608,21 @@ export class SqliteStorage implements Storage {
     isolated: boolean,
   ): { ok: boolean; value: unknown }[] | "retry" | "failed" {
     const outcomes: { ok: boolean; value: unknown }[] = [];
+    if (this.#recountDue) this.#recount();
     try {
       this.#db.exec("BEGIN IMMEDIATE");
     } catch (error) {
       for (const write of batch) write.reject(error);
       return "failed";
     }
+    this.#mustWriteCounts = false;
     const savepoint = this.#st("savepoint");
     const release = this.#st("release");
     for (const write of batch) {
       if (write.flushFirst) {
         try {
-          this.#flushSessions();
-          this.#grouping.flushGroups();
+          this.#writeCounts();
+          this.#mustWriteCounts = true;
         } catch (error) {
           this.#rollback();
           for (const write of batch) write.reject(error);
@@ -581,26 +665,175 @@ export class SqliteStorage implements Storage {
         outcomes.push({ ok: false, value: error });
       }
     }
+    const writeCounts = this.#mustWriteCounts || this.#grouping.mustWrite ||
+      this.#batchesSinceCounts + 1 >= this.#countsEvery.batches ||
+      (this.#unwritten &&
+        performance.now() - this.#unwrittenSince >= this.#countsEvery.ms);
     try {
-      for (const count of this.#counts.values()) {
-        this.#st("addCounts").run(
-          count.notebook,
-          count.day,
-          count.reports,
-          count.sessions,
-        );
-      }
-      this.#counts.clear();
-      this.#flushSessions();
-      this.#grouping.flushCounts();
+      if (writeCounts) this.#writeCounts();
       this.#db.exec("COMMIT");
     } catch (error) {
       this.#rollback();
       for (const write of batch) write.reject(error);
       return "failed";
     }
+    if (writeCounts) this.#countsWritten();
+    else this.#countsLeftUnwritten();
     this.#dedupe.commitBatch();
     return outcomes;
+  }
+
+  /**
+   * Writes the counts (per day, per group and hour, per session) of every
+   * committed report and of the open batch's succeeded writes, and records
+   * the last report they include, inside the open transaction.
+   *
+   * A batch of reports only appends rows to `reports` and its indexes when
+   * it leaves its counts unwritten: writing them touches another nine or so
+   * pages (a group's row and its three indexes, a session's row, four
+   * tables of counts), which cost more than the batch's reports at COMMIT.
+   * So they are written with every 32nd batch or 100 ms after the first
+   * batch that left them (`countsEvery`), before any other write and any
+   * read that returns counts, and on close.
+   * Until then they are kept in memory, where writes see them (a session's
+   * cap, a group's hourly count). After a crash or a rollback,
+   * {@linkcode #recount} counts the reports after `counted_through` again.
+   * A write whose counts cannot be counted again from its report row (a
+   * duplicate, a new session or group, a reopened group, any write that is
+   * not a report) writes them in its own batch.
+   */
+  #writeCounts(): void {
+    for (const count of this.#counts.values()) {
+      this.#st("addCounts").run(
+        count.notebook,
+        count.day,
+        count.reports,
+        count.sessions,
+      );
+    }
+    this.#counts.clear();
+    this.#flushSessions();
+    this.#grouping.flushCounts();
+    this.#st("setCountedThrough").run();
+  }
+
+  /** The counts were committed. */
+  #countsWritten(): void {
+    this.#unwritten = false;
+    this.#batchesSinceCounts = 0;
+    if (this.#countsTimer !== undefined) {
+      clearTimeout(this.#countsTimer);
+      this.#countsTimer = undefined;
+    }
+  }
+
+  /** A batch committed without writing the counts. */
+  #countsLeftUnwritten(): void {
+    if (!this.#unwritten) {
+      this.#unwritten = true;
+      this.#unwrittenSince = performance.now();
+    }
+    this.#batchesSinceCounts++;
+    if (this.#countsTimer === undefined) {
+      const timer = setTimeout(() => {
+        this.#countsTimer = undefined;
+        this.#writeUnwrittenCounts();
+      }, this.#countsEvery.ms);
+      Deno.unrefTimer(timer);
+      this.#countsTimer = timer;
+    }
+  }
+
+  /**
+   * Writes the unwritten counts in a transaction of their own (reads that
+   * return counts, the timer, close); on failure they stay in memory and
+   * the timer tries again.
+   */
+  #writeUnwrittenCounts(): void {
+    if (this.#recountDue) this.#recount();
+    if (!this.#unwritten || this.#closed) return;
+    try {
+      this.#db.exec("BEGIN IMMEDIATE");
+    } catch {
+      this.#countsLeftUnwritten();
+      return;
+    }
+    try {
+      this.#writeCounts();
+      this.#db.exec("COMMIT");
+      this.#countsWritten();
+    } catch {
+      this.#rollback();
+      if (this.#unwritten) this.#countsLeftUnwritten();
+    }
+  }
+
+  /**
+   * Forgets the counts kept in memory and counts again, from their rows,
+   * the reports stored after the last ones the tables include (see
+   * {@linkcode #writeCounts}): on open, after a crash, and after a
+   * rollback (which undid the counts it was writing).
+   */
+  #recount(): void {
+    this.#recountDue = false;
+    this.#staged = undefined;
+    this.#claimed = undefined;
+    this.#counts.clear();
+    this.#sessions.clear();
+    this.#grouping.rollbackBatch();
+    let rows: UncountedRow[];
+    try {
+      const through = (this.#st("countedThrough").get() as {
+        report_id: number;
+      }).report_id;
+      rows = this.#st("uncounted").all(through) as unknown as UncountedRow[];
+      for (const row of rows) {
+        let session = this.#sessions.get(row.uuid);
+        if (session === undefined) {
+          session = {
+            id: row.usage_id,
+            notebook: row.notebook,
+            reportCount: row.report_count,
+            added: 0,
+            lastReportAt: row.created_at,
+          };
+          this.#sessions.set(row.uuid, session);
+        }
+        this.#claimed = { session, now: row.created_at };
+        this.#count(row.notebook, row.created_at, 1, 0);
+        if (row.group_id !== null) {
+          this.#grouping.recount({
+            groupId: row.group_id,
+            notebook: row.notebook,
+            now: row.created_at,
+            payload: {
+              error_name: row.error_name,
+              error_message: row.error_message,
+              traceback: JSON.parse(row.traceback) as TracebackFrame[],
+              first_line: row.first_line,
+              execution_count: row.execution_count,
+              notebook: row.notebook,
+            },
+          });
+        }
+        this.#commitWrite();
+      }
+    } catch {
+      // Try again before the next write or read.
+      this.#staged = undefined;
+      this.#claimed = undefined;
+      this.#counts.clear();
+      this.#sessions.clear();
+      this.#grouping.rollbackBatch();
+      this.#recountDue = true;
+      return;
+    }
+    if (rows.length > 0) {
+      this.#unwritten = false;
+      this.#countsLeftUnwritten();
+    } else {
+      this.#countsWritten();
+    }
   }
 
   /** Adds the write that just succeeded to the batch's pending counts. */
@@ -626,21 +859,16 @@ export class SqliteStorage implements Storage {
     const claimed = this.#claimed;
     if (claimed !== undefined) {
       this.#claimed = undefined;
-      if (claimed.stored) {
-        this.#sessions.set(claimed.uuid, claimed.session);
-      } else {
-        claimed.session.reportCount++;
-        claimed.session.added++;
-        claimed.session.lastReportAt = claimed.now;
-      }
+      claimed.session.reportCount++;
+      claimed.session.added++;
+      claimed.session.lastReportAt = claimed.now;
     }
     this.#grouping.commitWrite();
     this.#dedupe.commitWrite();
   }
 
   /**
-   * Claims a report of the session under its cap: the session's first in
-   * the batch through the table, its next ones in memory (written by
+   * Claims a report of the session under its cap, in memory (written by
    * {@linkcode #flushSessions}). Counted only once the write succeeded.
    */
   #claim(
@@ -648,40 +876,26 @@ export class SqliteStorage implements Storage {
     max: number,
     now: number,
   ): BatchSession | "limit" | undefined {
-    const known = this.#sessions.get(uuid);
-    if (known !== undefined) {
-      if (known.reportCount >= max) return "limit";
-      this.#claimed = { uuid, session: known, now, stored: false };
-      return known;
-    }
-    const row = this.#st("claimReport").get(uuid, max, now) as
-      | { id: number; notebook: string; report_count: number }
-      | undefined;
-    if (row !== undefined) {
-      const session: BatchSession = {
-        id: row.id,
-        notebook: row.notebook,
-        reportCount: row.report_count,
+    let session = this.#sessions.get(uuid);
+    if (session === undefined) {
+      const usage = this.#st("usageByUuid").get(uuid) as UsageRow | undefined;
+      if (usage === undefined) return undefined;
+      // Read, not changed: later writes may rely on it whatever this one does.
+      session = {
+        id: usage.id,
+        notebook: usage.notebook,
+        reportCount: usage.report_count,
         added: 0,
         lastReportAt: now,
       };
-      this.#claimed = { uuid, session, now, stored: true };
-      return session;
+      this.#sessions.set(uuid, session);
     }
-    const usage = this.#st("usageByUuid").get(uuid) as UsageRow | undefined;
-    if (usage === undefined) return undefined;
-    // Read, not changed: the batch may rely on it whatever this write does.
-    this.#sessions.set(uuid, {
-      id: usage.id,
-      notebook: usage.notebook,
-      reportCount: usage.report_count,
-      added: 0,
-      lastReportAt: now,
-    });
-    return "limit";
+    if (session.reportCount >= max) return "limit";
+    this.#claimed = { session, now };
+    return session;
   }
 
-  /** Writes the batch's in-memory session claims and forgets its sessions. */
+  /** Writes the in-memory session claims and forgets the sessions. */
   #flushSessions(): void {
     if (this.#sessions.size === 0) return;
     const update = this.#st("addClaims");
@@ -693,17 +907,16 @@ export class SqliteStorage implements Storage {
     this.#sessions.clear();
   }
 
-  /** Rolls the open transaction back with the batch's pending counts. */
+  /**
+   * Rolls the open transaction back, and the counts in memory to those of
+   * the committed reports.
+   */
   #rollback(): void {
-    this.#staged = undefined;
-    this.#claimed = undefined;
-    this.#sessions.clear();
-    this.#counts.clear();
-    this.#grouping.rollbackBatch();
     this.#dedupe.rollbackBatch();
     try {
       this.#db.exec("ROLLBACK");
     } catch { /* already rolled back */ }
+    this.#recount();
   }
 
   /**
@@ -733,12 +946,14 @@ export class SqliteStorage implements Storage {
 
   /** The session with this uuid, or `undefined`. */
   getUsage(uuid: string): Promise<StoredUsage | undefined> {
+    this.#writeUnwrittenCounts();
     const row = this.#st("usageByUuid").get(uuid) as UsageRow | undefined;
     return Promise.resolve(row ? usageFromRow(row) : undefined);
   }
 
   /** A page of sessions, oldest first. */
   listUsages(query: PageQuery): Promise<StoredUsage[]> {
+    this.#writeUnwrittenCounts();
     const rows = this.#st("listUsages").all(
       query.limit,
       query.skip,
@@ -774,6 +989,8 @@ export class SqliteStorage implements Storage {
         now,
       );
       if (duplicate !== undefined) {
+        // Its count is in no row of its own: written with this batch.
+        this.#mustWriteCounts = true;
         const report = this.#reportById(duplicate);
         this.#count(usage.notebook, now, 1, 0);
         return { status: "duplicate", report, group };
@@ -814,7 +1031,7 @@ export class SqliteStorage implements Storage {
           notebook: usage.notebook,
         },
       };
-    });
+    }, false);
   }
 
   /**
@@ -881,6 +1098,7 @@ export class SqliteStorage implements Storage {
 
   /** Per-day counts, ordered by day then notebook. */
   dailyCounts(query: DailyCountQuery): Promise<DailyCount[]> {
+    this.#writeUnwrittenCounts();
     const params: string[] = [query.fromDay, query.toDay];
     let filter = "";
     if (query.notebook !== undefined) {
@@ -896,6 +1114,7 @@ export class SqliteStorage implements Storage {
 
   /** Every notebook with its totals, by name. */
   notebooks(): Promise<NotebookSummary[]> {
+    this.#writeUnwrittenCounts();
     const rows = this.#db.prepare(
       `SELECT c.notebook AS notebook, sum(c.reports) AS reports,
          sum(c.sessions) AS sessions,
@@ -989,11 +1208,13 @@ export class SqliteStorage implements Storage {
   listGroups(
     query: GroupQuery,
   ): Promise<{ total: number; groups: GroupSummary[] }> {
+    this.#writeUnwrittenCounts();
     return Promise.resolve(this.#grouping.listGroups(query));
   }
 
   /** One group with its details, or `undefined`. */
   getGroup(id: number): Promise<GroupDetail | undefined> {
+    this.#writeUnwrittenCounts();
     return Promise.resolve(this.#grouping.getGroup(id));
   }
 
@@ -1003,6 +1224,7 @@ export class SqliteStorage implements Storage {
     fromDay: string,
     toDay: string,
   ): Promise<GroupDay[]> {
+    this.#writeUnwrittenCounts();
     return Promise.resolve(
       this.#grouping.groupDailyCounts(groupIds, fromDay, toDay),
     );
@@ -1010,6 +1232,7 @@ export class SqliteStorage implements Storage {
 
   /** Every notebook with its groups and recent reports and sessions. */
   notebookWindowStats(now: number): Promise<NotebookWindowStats[]> {
+    this.#writeUnwrittenCounts();
     return Promise.resolve(this.#grouping.notebookWindowStats(now));
   }
 
@@ -1043,6 +1266,7 @@ export class SqliteStorage implements Storage {
 
   /** Every notice in the outbox, oldest first. */
   listNotices(): Promise<NoticeRecord[]> {
+    this.#writeUnwrittenCounts();
     return Promise.resolve(this.#grouping.listNotices());
   }
 
@@ -1056,6 +1280,8 @@ export class SqliteStorage implements Storage {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#flush();
+    this.#writeUnwrittenCounts();
+    if (this.#countsTimer !== undefined) clearTimeout(this.#countsTimer);
     this.#closed = true;
     await this.#checkpointer?.stop();
     try {
