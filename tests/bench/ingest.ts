@@ -45,7 +45,13 @@ export interface IngestFigures {
   non2xx: number;
 }
 
-function wrkScript(path: string, options: { forwardedFor?: string }): string {
+/** wrk runs started by this process: each posts reports no other run posted. */
+let wrkRuns = 0;
+
+function wrkScript(
+  path: string,
+  options: { forwardedFor?: string; base: number },
+): string {
   return `
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -56,14 +62,15 @@ ${
   }
 local threads = {}
 local counter = 0
--- thread_id is a global of each thread's Lua state, set by setup() (distinct bodies: no duplicates)
+-- thread_id is a global of each thread's Lua state, set by setup(); the base
+-- is this run's (distinct bodies, within and across runs: no duplicates)
 function setup(thread)
   thread:set("thread_id", #threads + 1)
   table.insert(threads, thread)
 end
 function request()
   counter = counter + 1
-  local body = [==[${PAYLOAD_PREFIX}]==] .. (thread_id * 100000000 + counter) .. "}"
+  local body = [==[${PAYLOAD_PREFIX}]==] .. (${options.base} + thread_id * 100000000 + counter) .. "}"
   return wrk.format(nil, "${path}", nil, body)
 end
 function done(summary, latency, requests)
@@ -85,7 +92,9 @@ export async function runWrk(
   },
 ): Promise<IngestFigures> {
   const script = await Deno.makeTempFile({ suffix: ".lua" });
-  await Deno.writeTextFile(script, wrkScript(path, options));
+  // Below the open-loop generator's execution counts (10^12 and up).
+  const base = ++wrkRuns * 1e10;
+  await Deno.writeTextFile(script, wrkScript(path, { ...options, base }));
   const output = await new Deno.Command("wrk", {
     args: [
       "-t",
