@@ -471,8 +471,12 @@ function parseUuid(text: string): string {
   throw new HttpError(404, "Usage not found");
 }
 
+/** The last time formatted: a batch's answers share their time. */
+let lastIso: { ms: number; text: string } = { ms: NaN, text: "" };
+
 function iso(ms: number): string {
-  return new Date(ms).toISOString();
+  if (ms !== lastIso.ms) lastIso = { ms, text: new Date(ms).toISOString() };
+  return lastIso.text;
 }
 
 /** A stored report in the Python tool's `Error` shape, keys in its order. */
