@@ -2,8 +2,11 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
 import { utcDay } from "../src/server/storage.ts";
-import type { ErrorPayload } from "../src/types.ts";
-import { refuseReports } from "./support/refusing_trigger.ts";
+import {
+  REFUSED_FIRST_LINE,
+  refuseReports,
+} from "./support/refusing_trigger.ts";
+import { numberedPayload, reportInput } from "./support/report_input.ts";
 import { START, UNWRITTEN_BATCHES } from "./support/unwritten_counts_writer.ts";
 
 const WRITER = new URL("./support/unwritten_counts_writer.ts", import.meta.url)
@@ -129,17 +132,6 @@ Deno.test("SqliteStorage: counts left unwritten by batches of reports are counte
   }
 });
 
-function payload(i: number, firstLine = "# a cell"): ErrorPayload {
-  return {
-    error_name: "TypeError",
-    error_message: "x is undefined",
-    traceback: [{ filename: "<cell>", fun_name: "f", lineno: 3 }],
-    first_line: firstLine,
-    execution_count: i,
-    notebook: "counts",
-  };
-}
-
 Deno.test("SqliteStorage: a rolled-back batch keeps the unwritten counts of the batches before it; reads and caps see them", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
   const path = `${dir}/errors.db`;
@@ -149,14 +141,17 @@ Deno.test("SqliteStorage: a rolled-back batch keeps the unwritten counts of the 
     });
     const now = Date.UTC(2026, 0, 5, 12);
     const usage = await storage.createUsage("counts", now);
-    const add = (i: number, firstLine?: string) =>
-      storage.addReport({
-        usageUuid: usage.uuid,
-        payload: payload(i, firstLine),
-        now: now + i,
-        dedupeWindowMs: 60_000,
-        maxReportsPerSession: 9,
-      });
+    const add = (i: number, refused = false) =>
+      storage.addReport(
+        reportInput(
+          usage.uuid,
+          refused
+            ? { ...numberedPayload(i), first_line: REFUSED_FIRST_LINE }
+            : numberedPayload(i),
+          now + i,
+          { maxReportsPerSession: 9 },
+        ),
+      );
     // The first creates the group (written); then three batches left unwritten.
     await add(0);
     for (let i = 1; i <= 3; i++) {
@@ -170,7 +165,7 @@ Deno.test("SqliteStorage: a rolled-back batch keeps the unwritten counts of the 
     refuseReports(path);
     const results = await Promise.allSettled([
       add(7),
-      add(8, "refuse me"),
+      add(8, true),
     ]);
     deepEqual(results.map((r) => r.status), ["fulfilled", "rejected"]);
     deepEqual(countedThrough(path), [1, 8]);
@@ -221,13 +216,7 @@ Deno.test("SqliteStorage: counts are written on their own after countsEvery.ms, 
     const now = Date.UTC(2026, 0, 5, 12);
     const usage = await storage.createUsage("counts", now);
     for (let i = 0; i < 3; i++) {
-      await storage.addReport({
-        usageUuid: usage.uuid,
-        payload: payload(i),
-        now,
-        dedupeWindowMs: 60_000,
-        maxReportsPerSession: Infinity,
-      });
+      await storage.addReport(reportInput(usage.uuid, numberedPayload(i), now));
     }
     deepEqual(countedThrough(path), [1, 3]);
     const deadline = Date.now() + 5_000;

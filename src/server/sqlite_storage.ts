@@ -33,7 +33,7 @@ import {
   type Checkpointer,
   startCheckpointer,
 } from "./_sqlite_checkpointer.ts";
-import type { TracebackFrame } from "../types.ts";
+import type { ErrorPayload, TracebackFrame } from "../types.ts";
 import {
   DedupeWindow,
   DEFAULT_DEDUPE_CAPACITY,
@@ -288,13 +288,9 @@ interface UsageRow {
   report_count: number;
 }
 
-interface UncountedRow {
-  usage_id: number;
-  uuid: string;
-  report_count: number;
+/** The columns of a report row that hold its payload. */
+interface PayloadColumns {
   notebook: string;
-  created_at: number;
-  group_id: number | null;
   error_name: string;
   error_message: string;
   traceback: string;
@@ -302,18 +298,20 @@ interface UncountedRow {
   execution_count: number | null;
 }
 
-interface ReportRow {
+interface UncountedRow extends PayloadColumns {
+  usage_id: number;
+  uuid: string;
+  report_count: number;
+  created_at: number;
+  group_id: number | null;
+}
+
+interface ReportRow extends PayloadColumns {
   id: number;
   usage_uuid: string;
-  notebook: string;
   created_at: number;
   last_seen_at: number;
   occurrences: number;
-  error_name: string;
-  error_message: string;
-  traceback: string;
-  first_line: string;
-  execution_count: number | null;
 }
 
 const REPORT_COLUMNS = `r.id, u.uuid AS usage_uuid, r.notebook, r.created_at,
@@ -806,14 +804,7 @@ export class SqliteStorage implements Storage {
             groupId: row.group_id,
             notebook: row.notebook,
             now: row.created_at,
-            payload: {
-              error_name: row.error_name,
-              error_message: row.error_message,
-              traceback: JSON.parse(row.traceback) as TracebackFrame[],
-              first_line: row.first_line,
-              execution_count: row.execution_count,
-              notebook: row.notebook,
-            },
+            payload: payloadFromRow(row),
           });
         }
         this.#commitWrite();
@@ -1308,6 +1299,13 @@ function reportFromRow(row: ReportRow): StoredReport {
     createdAt: row.created_at,
     lastSeenAt: row.last_seen_at,
     occurrences: row.occurrences,
+    ...payloadFromRow(row),
+  };
+}
+
+/** A report row's payload (the session's notebook). */
+function payloadFromRow(row: PayloadColumns): ErrorPayload {
+  return {
     error_name: row.error_name,
     error_message: row.error_message,
     traceback: JSON.parse(row.traceback) as TracebackFrame[],

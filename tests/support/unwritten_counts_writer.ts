@@ -10,6 +10,7 @@
 
 import { openSqliteStorage } from "../../src/server/sqlite_storage.ts";
 import type { ErrorPayload } from "../../src/types.ts";
+import { reportInput } from "./report_input.ts";
 
 /** The first report's time; later ones are 7 minutes apart (two hours crossed). */
 export const START = Date.UTC(2026, 0, 5, 11, 40);
@@ -39,13 +40,9 @@ if (import.meta.main) {
   const a = await storage.createUsage("counts", START);
   const b = await storage.createUsage("counts", START);
   const add = (uuid: string, name: string, i: number) =>
-    storage.addReport({
-      usageUuid: uuid,
-      payload: payload(name, i),
-      now: START + i * 7 * 60_000,
-      dedupeWindowMs: 60_000,
-      maxReportsPerSession: Infinity,
-    });
+    storage.addReport(
+      reportInput(uuid, payload(name, i), START + i * 7 * 60_000),
+    );
   // Creates both groups and both sessions of each: written with the batch.
   let i = 0;
   await Promise.all([
