@@ -14,6 +14,7 @@ import {
 } from "../src/kernel_client.ts";
 import type { JupyterMessage } from "../src/jupyter_message.ts";
 import { startSlackReceiver } from "./support/slack_receiver.ts";
+import { displayedJson } from "./support/kernel_cells.ts";
 
 const EXAMPLES = Deno.env.get("NBR_EXAMPLES_DIR") ??
   fileURLToPath(new URL("../examples/", import.meta.url));
@@ -32,17 +33,11 @@ async function captured(
   variable: string,
 ): Promise<Captured[]> {
   await new Promise((resolve) => setTimeout(resolve, 300));
-  const result = await kernel.execute(
+  const data = await displayedJson(
+    kernel,
     `await Deno.jupyter.display({ "application/json": { records: JSON.parse(JSON.stringify(${variable}.errorDetails ?? [])) } }, { raw: true })`,
-  );
-  const output = result.outputs.find((message) =>
-    message.header.msg_type === "display_data"
-  );
-  assert.ok(output, `no display: ${JSON.stringify(result.error)}`);
-  return (output.content.data as Record<string, { records: Captured[] }>)[
-    "application/json"
-  ]
-    .records;
+  ) as { records: Captured[] };
+  return data.records;
 }
 
 function texts(outputs: JupyterMessage[]): string {

@@ -9,6 +9,7 @@ import { type KernelClient, startKernel } from "../src/kernel_client.ts";
 import type { JupyterMessage } from "../src/jupyter_message.ts";
 import { startSlackReceiver } from "./support/slack_receiver.ts";
 import {
+  displayedJson,
   execute,
   executeOk,
   loadStoreCell,
@@ -444,15 +445,10 @@ Deno.test("unloadExtension() stops capture, removes listeners, closes the socket
   await sleep(1500);
   await executeOk(kernel, "await es.unloadExtension()");
   await sleep(200);
-  const fds = await executeOk(
+  const counts = await displayedJson(
     kernel,
     `await Deno.jupyter.display({ "application/json": { before: fdsBefore, after: ${fdCount} } }, { raw: true })`,
-  );
-  const counts =
-    (fds.outputs.find((message) => message.header.msg_type === "display_data")!
-      .content.data as Record<string, { before: number; after: number }>)[
-        "application/json"
-      ];
+  ) as { before: number; after: number };
   assert.ok(
     counts.after <= counts.before,
     `open fds before ${counts.before}, after ${counts.after}`,

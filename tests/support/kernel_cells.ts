@@ -62,39 +62,43 @@ export async function executeOk(
 }
 
 /**
- * Reads `es.errorDetails` through a cell (which itself never fails). The Deno
- * kernel can publish the display after its idle status, and can lose IOPub
- * output under large messages (the client then reconnects): wait for a late
- * display, then read again.
+ * Runs a cell that displays one `application/json` value and returns that
+ * value. The Deno kernel can publish the display after its idle status, and
+ * can lose IOPub output under large messages (the client then reconnects):
+ * waits for a late display, then runs the cell again (three times at most).
  */
-export async function readRecords(
+export async function displayedJson(
   kernel: KernelClient,
-): Promise<StoredRecord[]> {
+  code: string,
+): Promise<unknown> {
   for (let attempt = 0;; attempt++) {
-    const result = await executeOk(
-      kernel,
-      'await Deno.jupyter.display({ "application/json": { records: JSON.parse(JSON.stringify(globalThis.es.errorDetails)), dates: globalThis.es.errorDetails.every((r) => r.timestamp instanceof Date) } }, { raw: true })',
-    );
+    const result = await executeOk(kernel, code);
     const find = () =>
       result.outputs.find((message) =>
-        (message.content.data as
-          | Record<string, { records?: unknown }>
-          | undefined)
-          ?.["application/json"]?.records !== undefined
+        message.header.msg_type === "display_data" &&
+        (message.content.data as Record<string, unknown> | undefined)
+            ?.["application/json"] !== undefined
       );
     // The kernel may publish a display after its idle status: give it time.
     const lateDeadline = Date.now() + 3000;
     while (find() === undefined && Date.now() < lateDeadline) await sleep(25);
     const output = find();
     if (output === undefined && attempt < 3) continue;
-    assert.ok(output, "the records display is missing");
-    const data = output.content.data as Record<
-      string,
-      { records: StoredRecord[]; dates: boolean }
-    >;
-    assert.equal(data["application/json"].dates, true, "timestamps are Dates");
-    return data["application/json"].records;
+    assert.ok(output, `no display from ${code}`);
+    return (output.content.data as Record<string, unknown>)["application/json"];
   }
+}
+
+/** Reads `es.errorDetails` through a cell (which itself never fails). */
+export async function readRecords(
+  kernel: KernelClient,
+): Promise<StoredRecord[]> {
+  const data = await displayedJson(
+    kernel,
+    'await Deno.jupyter.display({ "application/json": { records: JSON.parse(JSON.stringify(globalThis.es.errorDetails)), dates: globalThis.es.errorDetails.every((r) => r.timestamp instanceof Date) } }, { raw: true })',
+  ) as { records: StoredRecord[]; dates: boolean };
+  assert.equal(data.dates, true, "timestamps are Dates");
+  return data.records;
 }
 
 /** Waits (without running cells) until `count` records exist, then reads them. */
