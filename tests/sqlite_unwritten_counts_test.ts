@@ -241,3 +241,34 @@ Deno.test("SqliteStorage: countsEvery is checked", async () => {
     ok(message.includes("countsEvery must be"), message);
   }
 });
+
+Deno.test("SqliteStorage: a spike is measured against the past hours' counts, unwritten ones included", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
+  const path = `${dir}/errors.db`;
+  try {
+    const storage = await openSqliteStorage(path, {
+      notices: { minGroupIntervalMs: 0, spikeFactor: 10, spikeMinimum: 3 },
+      countsEvery: { batches: 1000, ms: 3_600_000 },
+    });
+    const lastHour = Date.UTC(2026, 0, 5, 11);
+    const usage = await storage.createUsage("counts", lastHour);
+    const add = (n: number, now: number) =>
+      storage.addReport(reportInput(usage.uuid, numberedPayload(n), now));
+    // Six reports in the group's first hour: the first creates the group
+    // (its counts written), the next five leave theirs unwritten.
+    for (let n = 0; n < 6; n++) await add(n, lastHour + n * 60_000);
+    deepEqual(countedThrough(path), [1, 6]);
+    // This hour: a spike is more than 10 x 6 reports (not 10 x 1).
+    const notices: (string | undefined)[] = [];
+    for (let n = 0; n < 62; n++) {
+      const result = await add(100 + n, lastHour + 3_600_000 + n * 1000);
+      notices.push(result.status === "stored" ? result.group?.notice : "-");
+    }
+    deepEqual(countedThrough(path), [1, 68]);
+    equal(notices.indexOf("spike"), 60);
+    equal(notices.filter((kind) => kind !== undefined).length, 1);
+    await storage.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
