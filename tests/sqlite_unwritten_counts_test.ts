@@ -1,6 +1,10 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { openSqliteStorage } from "../src/server/sqlite_storage.ts";
+import {
+  openSqliteStorage,
+  type SqliteStorage,
+  type SqliteStorageOptions,
+} from "../src/server/sqlite_storage.ts";
 import { utcDay } from "../src/server/storage.ts";
 import {
   REFUSED_FIRST_LINE,
@@ -74,6 +78,20 @@ async function runWriter(path: string, mode: "crash" | "close") {
   );
 }
 
+/** Runs `test` on a storage opened with `options` on a new file, then removes it. */
+async function withStorage(
+  options: SqliteStorageOptions,
+  test: (storage: SqliteStorage, path: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
+  try {
+    const path = `${dir}/errors.db`;
+    await test(await openSqliteStorage(path, options), path);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("SqliteStorage: counts left unwritten by batches of reports are counted again after kill -9, equal to a clean close's", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
   try {
@@ -132,13 +150,10 @@ Deno.test("SqliteStorage: counts left unwritten by batches of reports are counte
   }
 });
 
-Deno.test("SqliteStorage: a rolled-back batch keeps the unwritten counts of the batches before it; reads and caps see them", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
-  const path = `${dir}/errors.db`;
-  try {
-    const storage = await openSqliteStorage(path, {
-      countsEvery: { batches: 1000, ms: 3_600_000 },
-    });
+Deno.test("SqliteStorage: a rolled-back batch keeps the unwritten counts of the batches before it; reads and caps see them", () =>
+  withStorage({
+    countsEvery: { batches: 1000, ms: 3_600_000 },
+  }, async (storage, path) => {
     const now = Date.UTC(2026, 0, 5, 12);
     const usage = await storage.createUsage("counts", now);
     const add = (i: number, refused = false) =>
@@ -201,18 +216,12 @@ Deno.test("SqliteStorage: a rolled-back batch keeps the unwritten counts of the 
       (stored.notebookHours as { reports: number }[]).map((h) => h.reports),
       [9],
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("SqliteStorage: counts are written on their own after countsEvery.ms, without another write or read", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
-  const path = `${dir}/errors.db`;
-  try {
-    const storage = await openSqliteStorage(path, {
-      countsEvery: { batches: 1000, ms: 50 },
-    });
+Deno.test("SqliteStorage: counts are written on their own after countsEvery.ms, without another write or read", () =>
+  withStorage({
+    countsEvery: { batches: 1000, ms: 50 },
+  }, async (storage, path) => {
     const now = Date.UTC(2026, 0, 5, 12);
     const usage = await storage.createUsage("counts", now);
     for (let i = 0; i < 3; i++) {
@@ -225,10 +234,7 @@ Deno.test("SqliteStorage: counts are written on their own after countsEvery.ms, 
     }
     deepEqual(countedThrough(path), [3, 3]);
     await storage.close();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("SqliteStorage: countsEvery is checked", async () => {
   for (const every of [{ batches: 0, ms: 10 }, { batches: 2, ms: -1 }]) {
@@ -242,14 +248,11 @@ Deno.test("SqliteStorage: countsEvery is checked", async () => {
   }
 });
 
-Deno.test("SqliteStorage: a spike is measured against the past hours' counts, unwritten ones included", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "nbr-unwritten-" });
-  const path = `${dir}/errors.db`;
-  try {
-    const storage = await openSqliteStorage(path, {
-      notices: { minGroupIntervalMs: 0, spikeFactor: 10, spikeMinimum: 3 },
-      countsEvery: { batches: 1000, ms: 3_600_000 },
-    });
+Deno.test("SqliteStorage: a spike is measured against the past hours' counts, unwritten ones included", () =>
+  withStorage({
+    notices: { minGroupIntervalMs: 0, spikeFactor: 10, spikeMinimum: 3 },
+    countsEvery: { batches: 1000, ms: 3_600_000 },
+  }, async (storage, path) => {
     const lastHour = Date.UTC(2026, 0, 5, 11);
     const usage = await storage.createUsage("counts", lastHour);
     const add = (n: number, now: number) =>
@@ -268,7 +271,4 @@ Deno.test("SqliteStorage: a spike is measured against the past hours' counts, un
     equal(notices.indexOf("spike"), 60);
     equal(notices.filter((kind) => kind !== undefined).length, 1);
     await storage.close();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));

@@ -85,7 +85,7 @@ import {
  * ```ts
  * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
  *
- * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6, 7]
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6, 7, 8]
  * ```
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [

@@ -241,6 +241,11 @@ interface BatchGroup extends GroupSummary {
 const GROUP_COLUMNS = `id, notebook, fingerprint, error_name, error_message,
   count, sessions, first_seen, last_seen, state`;
 
+/** The columns of a {@linkcode FoundGroupRow}. */
+const FOUND_GROUP_COLUMNS = `id, error_name, error_message, count, sessions,
+  first_seen, last_seen, state, first_lines, cell_numbers, last_notice_at,
+  last_spike_hour`;
+
 /** What {@linkcode SqliteGrouping.record} needs to know about a report. */
 export interface GroupingInput {
   /** The session's row id. */
@@ -310,13 +315,9 @@ export class SqliteGrouping {
     this.#enabled = enabled;
     const sql: Record<string, string> = {
       findGroup:
-        `SELECT id, error_name, error_message, count, sessions, first_seen,
-        last_seen, state, first_lines, cell_numbers, last_notice_at, last_spike_hour
-        FROM groups WHERE notebook = ? AND fingerprint = ?`,
+        `SELECT ${FOUND_GROUP_COLUMNS} FROM groups WHERE notebook = ? AND fingerprint = ?`,
       findGroupById:
-        `SELECT id, fingerprint, error_name, error_message, count, sessions, first_seen,
-        last_seen, state, first_lines, cell_numbers, last_notice_at, last_spike_hour
-        FROM groups WHERE id = ?`,
+        `SELECT fingerprint, ${FOUND_GROUP_COLUMNS} FROM groups WHERE id = ?`,
       insertGroup:
         `INSERT INTO groups (notebook, fingerprint, error_name, error_message,
         latest, count, sessions, first_seen, last_seen, first_lines, cell_numbers)

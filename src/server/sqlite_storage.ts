@@ -299,9 +299,7 @@ interface PayloadColumns {
 }
 
 interface UncountedRow extends PayloadColumns {
-  usage_id: number;
   uuid: string;
-  report_count: number;
   created_at: number;
   group_id: number | null;
 }
@@ -541,9 +539,8 @@ export class SqliteStorage implements Storage {
       setCountedThrough:
         "UPDATE counted_through SET report_id = (SELECT coalesce(max(id), 0) FROM reports)",
       uncounted:
-        `SELECT r.usage_id, u.uuid, u.report_count, r.notebook, r.created_at,
-        r.group_id, r.error_name, r.error_message, r.traceback, r.first_line,
-        r.execution_count
+        `SELECT u.uuid, r.notebook, r.created_at, r.group_id, r.error_name,
+        r.error_message, r.traceback, r.first_line, r.execution_count
         FROM reports r JOIN usages u ON u.id = r.usage_id
         WHERE r.id > ? ORDER BY r.id`,
       savepoint: "SAVEPOINT w",
@@ -774,11 +771,7 @@ export class SqliteStorage implements Storage {
    */
   #recount(): void {
     this.#recountDue = false;
-    this.#staged = undefined;
-    this.#claimed = undefined;
-    this.#counts.clear();
-    this.#sessions.clear();
-    this.#grouping.rollbackBatch();
+    this.#forgetCounts();
     let rows: UncountedRow[];
     try {
       const through = (this.#st("countedThrough").get() as {
@@ -786,18 +779,8 @@ export class SqliteStorage implements Storage {
       }).report_id;
       rows = this.#st("uncounted").all(through) as unknown as UncountedRow[];
       for (const row of rows) {
-        let session = this.#sessions.get(row.uuid);
-        if (session === undefined) {
-          session = {
-            id: row.usage_id,
-            notebook: row.notebook,
-            reportCount: row.report_count,
-            added: 0,
-            lastReportAt: row.created_at,
-          };
-          this.#sessions.set(row.uuid, session);
-        }
-        this.#claimed = { session, now: row.created_at };
+        // Claimed again, without a cap: it was claimed when stored.
+        this.#claim(row.uuid, Infinity, row.created_at);
         this.#count(row.notebook, row.created_at, 1, 0);
         if (row.group_id !== null) {
           this.#grouping.recount({
@@ -811,11 +794,7 @@ export class SqliteStorage implements Storage {
       }
     } catch {
       // Try again before the next write or read.
-      this.#staged = undefined;
-      this.#claimed = undefined;
-      this.#counts.clear();
-      this.#sessions.clear();
-      this.#grouping.rollbackBatch();
+      this.#forgetCounts();
       this.#recountDue = true;
       return;
     }
@@ -825,6 +804,15 @@ export class SqliteStorage implements Storage {
     } else {
       this.#countsWritten();
     }
+  }
+
+  /** Forgets the counts kept in memory and the running write's. */
+  #forgetCounts(): void {
+    this.#staged = undefined;
+    this.#claimed = undefined;
+    this.#counts.clear();
+    this.#sessions.clear();
+    this.#grouping.rollbackBatch();
   }
 
   /** Adds the write that just succeeded to the batch's pending counts. */
