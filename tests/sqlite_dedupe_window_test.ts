@@ -123,28 +123,44 @@ Deno.test("SqliteStorage: duplicates within one batch are counted, also when the
   });
 });
 
-Deno.test("SqliteStorage: past dedupeCapacity the oldest reports are forgotten and stored again", async () => {
-  const storage = await openSqliteStorage(":memory:", { dedupeCapacity: 3 });
+Deno.test("SqliteStorage: past dedupeCapacity the older half is forgotten and stored again", async () => {
+  // Two generations of two: after five reports, 3 and 4 (older) and 5.
+  const storage = await openSqliteStorage(":memory:", { dedupeCapacity: 4 });
   try {
     const usage = await storage.createUsage("dedupe", T0);
     for (let n = 1; n <= 5; n++) {
       await storage.addReport(input(usage.uuid, payload(n), T0 + n));
     }
-    // 1 and 2 were forgotten; 3, 4, 5 are remembered.
-    equal(
-      (await storage.addReport(input(usage.uuid, payload(5), T0 + 10))).status,
+    const statuses = [];
+    for (const n of [5, 3, 4, 2, 1]) {
+      statuses.push(
+        (await storage.addReport(input(usage.uuid, payload(n), T0 + 10 + n)))
+          .status,
+      );
+    }
+    deepEqual(statuses, [
       "duplicate",
-    );
-    equal(
-      (await storage.addReport(input(usage.uuid, payload(3), T0 + 11))).status,
       "duplicate",
-    );
-    equal(
-      (await storage.addReport(input(usage.uuid, payload(1), T0 + 12))).status,
+      "duplicate",
       "stored",
-    );
+      "stored",
+    ]);
   } finally {
     await storage.close();
+  }
+});
+
+Deno.test("SqliteStorage: dedupeCapacity is checked", async () => {
+  for (const capacity of [1, 0, -5, 2.5, NaN]) {
+    const message = await (async () =>
+      await openSqliteStorage(":memory:", { dedupeCapacity: capacity }))().then(
+        (storage) =>
+          storage.close().then(() =>
+            "opened"
+          ),
+        (error) => String(error),
+      );
+    ok(message.includes("dedupeCapacity must be"), message);
   }
 });
 
@@ -207,13 +223,13 @@ Deno.test("SqliteStorage: prune() evicting reports within the window leaves no s
 
 Deno.test("SqliteStorage: after a restart the newest dedupeCapacity reports of the window are remembered", async () => {
   await withFile(async (path) => {
-    const first = await openSqliteStorage(path, { dedupeCapacity: 3 });
+    const first = await openSqliteStorage(path, { dedupeCapacity: 4 });
     const usage = await first.createUsage("dedupe", T0);
     for (let n = 1; n <= 5; n++) {
       await first.addReport(input(usage.uuid, payload(n), T0 + n * 1_000));
     }
     await first.close();
-    const second = await openSqliteStorage(path, { dedupeCapacity: 3 });
+    const second = await openSqliteStorage(path, { dedupeCapacity: 4 });
     try {
       // A clock a little behind the last report's still finds it.
       equal(
@@ -221,13 +237,16 @@ Deno.test("SqliteStorage: after a restart the newest dedupeCapacity reports of t
           .status,
         "duplicate",
       );
+      // The four newest (2 to 5) were loaded; 1 was not.
+      for (const n of [2, 3, 4]) {
+        equal(
+          (await second.addReport(input(usage.uuid, payload(n), T0 + 6_000)))
+            .status,
+          "duplicate",
+        );
+      }
       equal(
-        (await second.addReport(input(usage.uuid, payload(3), T0 + 6_000)))
-          .status,
-        "duplicate",
-      );
-      equal(
-        (await second.addReport(input(usage.uuid, payload(2), T0 + 7_000)))
+        (await second.addReport(input(usage.uuid, payload(1), T0 + 7_000)))
           .status,
         "stored",
       );
@@ -253,15 +272,19 @@ function store(window: DedupeWindow, key: string, id: number, now: number) {
   window.commitBatch();
 }
 
-Deno.test("DedupeWindow: at capacity a key stored again counts as the newest, and the oldest other goes", () => {
-  const window = emptyWindow(3);
+Deno.test("DedupeWindow: past capacity the older generation goes at once, and a key stored again joins the newer", () => {
+  const window = emptyWindow(4);
   const cutoff = T0 - 60_000;
   equal(window.find("a", cutoff), undefined);
   store(window, "a", 1, T0);
   store(window, "b", 2, T0 + 1);
+  // The newer generation is full: "a" and "b" become the older one.
   store(window, "c", 3, T0 + 2);
-  // "a" again, as when its last report left the dedupe window: now the newest.
+  // "a" again, as when its last report left the dedupe window: newer.
   store(window, "a", 4, T0 + 3);
+  deepEqual(window.find("a", cutoff), { id: 4, createdAt: T0 + 3 });
+  deepEqual(window.find("b", cutoff), { id: 2, createdAt: T0 + 1 });
+  // Full again: the older generation ("b", and "a"'s old entry) goes.
   store(window, "d", 5, T0 + 4);
   equal(window.find("b", cutoff), undefined);
   deepEqual(window.find("a", cutoff), { id: 4, createdAt: T0 + 3 });
@@ -269,11 +292,11 @@ Deno.test("DedupeWindow: at capacity a key stored again counts as the newest, an
   deepEqual(window.find("d", cutoff), { id: 5, createdAt: T0 + 4 });
 });
 
-Deno.test("DedupeWindow: through many times its capacity it keeps exactly the newest, and expires by time", () => {
+Deno.test("DedupeWindow: through many times its capacity it keeps between half and all of it, newest first, and expires by time", () => {
   const window = emptyWindow(100);
   window.find("k0", T0 - 60_000);
   for (let n = 0; n < 5_000; n++) {
-    // Every tenth key is stored a second time, which leaves a stale place behind.
+    // Every tenth key is stored a second time.
     store(window, `k${n}`, 2 * n + 1, T0 + n);
     if (n % 10 === 0) store(window, `k${n}`, 2 * n + 2, T0 + n);
   }
@@ -282,18 +305,17 @@ Deno.test("DedupeWindow: through many times its capacity it keeps exactly the ne
     { length: 5_000 },
     (_, n) => window.find(`k${n}`, cutoff) !== undefined,
   );
-  deepEqual(held.indexOf(true), 4_900);
-  equal(held.filter(Boolean).length, 100);
-  // A later cutoff expires the entries created up to 10 s (the slack)
-  // before it, oldest first, skipping the stale places; those created
-  // after stay.
-  equal(window.find("k4999", T0 + 14_960), undefined);
-  deepEqual(window.find("k4961", T0 + 4_960), {
-    id: 9_923,
-    createdAt: T0 + 4_961,
-  });
-  deepEqual(window.find("k4990", T0 + 4_960), {
-    id: 9_982,
-    createdAt: T0 + 4_990,
-  });
+  // Generations of 50 keys: the last one full, 50 keys before it kept.
+  const first = held.indexOf(true);
+  deepEqual(held.slice(first).every(Boolean), true);
+  equal(held.filter(Boolean).length, 5_000 - first);
+  ok(5_000 - first >= 50 && 5_000 - first <= 100, `${5_000 - first} held`);
+  // A later cutoff drops the older generation once all of it is created
+  // 10 s (the slack) or more before it; the newer stays until it is too.
+  const newest = window.find("k4999", cutoff)!;
+  deepEqual(newest, { id: 9_999, createdAt: T0 + 4_999 });
+  equal(window.find(`k${first}`, T0 + 4_998)?.id, undefined);
+  deepEqual(window.find("k4999", T0 + 4_998), newest);
+  equal(window.find(`k${first}`, T0 + 20_000), undefined);
+  equal(window.find("k4999", T0 + 20_000), undefined);
 });

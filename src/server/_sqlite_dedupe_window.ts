@@ -19,8 +19,6 @@ export interface DedupeEntry {
 
 /** Entries kept at most, by default. */
 export const DEFAULT_DEDUPE_CAPACITY = 100_000;
-/** Expired entries are dropped at most this often (ms of window time). */
-const EXPIRE_STEP_MS = 1_000;
 /**
  * Entries are kept (and loaded) this much longer than the window, so that a
  * lookup whose clock is a little behind the last one's (a clock step, calls
@@ -30,22 +28,30 @@ const SLACK_MS = 10_000;
 
 /**
  * For every (session, payload hash), the latest report stored: exactly those
- * of every committed report created after a time `from` (loaded from the
- * `reports` table on first use, then kept up to date as writes commit), so
- * that a lookup whose window starts at or after `from` answers what
- * `SELECT id FROM reports WHERE usage_id = ? AND payload_hash = ? AND
- * created_at > ? ORDER BY created_at DESC LIMIT 1` would. A lookup reaching
- * further back reloads from the table.
+ * of every report created after a time `from` that this connection
+ * committed or the open batch wrote (loaded from the `reports` table on
+ * first use, then kept up to date as writes succeed), so that a lookup
+ * whose window starts at or after `from` answers what `SELECT id FROM
+ * reports WHERE usage_id = ? AND payload_hash = ? AND created_at > ? ORDER
+ * BY created_at DESC LIMIT 1` would inside the transaction. A lookup
+ * reaching further back reloads from the table.
  *
- * A report joins in three steps, like the storage's counts: {@linkcode stage}
+ * Entries live in two generations, newer and older, and leave a whole
+ * generation at a time: the older one goes once all of it is older than the
+ * window (with some slack), or when the newer one is full (half the
+ * capacity). No entry is ever deleted on its own, which keeps every lookup
+ * and insert at the cost of a small Map's (deleting from a Map of 100,000
+ * keys and inserting again, oldest first, cost several times more).
+ *
+ * A report joins in two steps, like the storage's counts: {@linkcode stage}
  * while its write runs, {@linkcode commitWrite} when the write succeeded
- * (the batch's later writes see it), {@linkcode commitBatch} once COMMIT
- * returned. {@linkcode discardWrite} and {@linkcode rollbackBatch} drop what
- * was undone.
+ * (the batch's later writes see it). {@linkcode discardWrite} drops a
+ * write that was undone, and {@linkcode rollbackBatch} everything.
  *
- * Limits: entries past `capacity` are dropped oldest first, so under a flood
- * of more distinct reports than that within one window, a repeat of a
- * dropped one is stored again instead of counted. Reports stored by another
+ * Limits: past the capacity the older half is dropped, so under a flood of
+ * more distinct reports than that within one window, a repeat of a dropped
+ * one is stored again instead of counted. It always keeps at least the
+ * newest half of the capacity (at least one). Reports stored by another
  * connection after the load are not seen (the collector has one writer).
  *
  * @example Usage
@@ -60,36 +66,30 @@ const SLACK_MS = 10_000;
 export class DedupeWindow {
   #load: StatementSync;
   #capacity: number;
-  /** Latest report per key, oldest first (by when it joined). */
-  #entries = new Map<string, DedupeEntry>();
-  /**
-   * The order entries joined in, oldest first from `#head`, for expiring and
-   * trimming. An item whose entry was replaced or dropped is stale and
-   * skipped. (Deleting from the front of the Map itself and iterating it
-   * again scans every deleted slot before V8 compacts the table: at
-   * capacity that cost more than the lookups.)
-   */
-  #order: { key: string; entry: DedupeEntry }[] = [];
-  #head = 0;
-  /** `#entries` holds every committed report created after this time. */
+  /** Entries of a generation at most: half the capacity. */
+  #generationSize: number;
+  /** Latest report per key: the newer generation. */
+  #newer = new Map<string, DedupeEntry>();
+  /** The older generation: a key's entry here is older than any in `#newer`. */
+  #older = new Map<string, DedupeEntry>();
+  /** The latest creation time in `#older`. */
+  #olderLatest = -Infinity;
+  /** The latest creation time in `#newer`. */
+  #newerLatest = -Infinity;
+  /** The entries hold every report created after this time. */
   #from = Infinity;
-  /** The window start entries were last expired to. */
-  #expiredTo = -Infinity;
-  /** The open batch's succeeded writes' reports. */
-  #batch = new Map<string, DedupeEntry>();
   /** The running write's report. */
   #staged: { key: string; entry: DedupeEntry } | undefined;
-  /** The smallest report id the open batch stored: later rows are its own. */
-  #batchMinId = Infinity;
 
   /**
    * Prepares the load statement.
    *
    * @param db The open database (schema with `reports`).
-   * @param capacity Entries kept at most.
+   * @param capacity Entries kept at most (at least two).
    */
   constructor(db: DatabaseSync, capacity: number = DEFAULT_DEDUPE_CAPACITY) {
     this.#capacity = capacity;
+    this.#generationSize = Math.max(1, Math.floor(capacity / 2));
     // The newest reports first, at most the capacity.
     this.#load = db.prepare(
       `SELECT id, usage_id, payload_hash, created_at FROM reports
@@ -118,13 +118,11 @@ export class DedupeWindow {
    */
   find(key: string, cutoff: number): DedupeEntry | undefined {
     if (cutoff < this.#from) this.#reload(cutoff);
-    else if (cutoff - this.#expiredTo >= EXPIRE_STEP_MS) this.#expire(cutoff);
-    const held = this.#entries.get(key);
-    const mine = this.#batch.get(key);
-    const latest =
-      mine === undefined || (held !== undefined && newer(held, mine))
-        ? held
-        : mine;
+    else if (this.#older.size > 0 && this.#olderLatest <= cutoff - SLACK_MS) {
+      // All of the older generation is past the window.
+      this.#retireOlder(true);
+    }
+    const latest = this.#newer.get(key) ?? this.#older.get(key);
     return latest !== undefined && latest.createdAt > cutoff
       ? latest
       : undefined;
@@ -139,18 +137,14 @@ export class DedupeWindow {
    */
   stage(key: string, id: number, createdAt: number): void {
     this.#staged = { key, entry: { id, createdAt } };
-    if (id < this.#batchMinId) this.#batchMinId = id;
   }
 
-  /** The running write succeeded: its report is seen by the batch's next writes. */
+  /** The running write succeeded: its report is seen by the next writes. */
   commitWrite(): void {
     const staged = this.#staged;
     if (staged === undefined) return;
     this.#staged = undefined;
-    const other = this.#batch.get(staged.key);
-    if (other === undefined || newer(staged.entry, other)) {
-      this.#batch.set(staged.key, staged.entry);
-    }
+    this.#put(staged.key, staged.entry);
   }
 
   /** The running write was undone. */
@@ -158,32 +152,24 @@ export class DedupeWindow {
     this.#staged = undefined;
   }
 
-  /** The batch committed: its reports join the entries. */
+  /** The batch committed (its reports joined as their writes succeeded). */
   commitBatch(): void {
     this.#staged = undefined;
-    this.#batchMinId = Infinity;
-    if (this.#batch.size === 0) return;
-    for (const [key, entry] of this.#batch) this.#put(key, entry);
-    this.#batch.clear();
-    this.#trim();
   }
 
-  /**
-   * The batch rolled back: its reports are dropped, and so is everything
-   * else (a reload within the batch may have seen its uncommitted deletes).
-   */
+  /** The batch rolled back: every entry is dropped (some are undone). */
   rollbackBatch(): void {
     this.#staged = undefined;
-    this.#batchMinId = Infinity;
-    this.#batch.clear();
     this.forget();
   }
 
   /** Drops every entry: the next lookup reloads from the table. */
   forget(): void {
-    this.#clear();
+    this.#newer = new Map();
+    this.#older = new Map();
+    this.#newerLatest = -Infinity;
+    this.#olderLatest = -Infinity;
     this.#from = Infinity;
-    this.#expiredTo = -Infinity;
   }
 
   /**
@@ -197,11 +183,11 @@ export class DedupeWindow {
   }
 
   /**
-   * Loads every committed report created after `cutoff` (less the slack),
-   * oldest first.
+   * Loads the reports (this connection's, open batch's included) created
+   * after `cutoff` (less the slack), at most the capacity, newest kept.
    */
   #reload(cutoff: number): void {
-    this.#clear();
+    this.forget();
     const from = cutoff - SLACK_MS;
     const rows = this.#load.all(from, this.#capacity) as unknown as {
       id: number;
@@ -209,70 +195,43 @@ export class DedupeWindow {
       payload_hash: string;
       created_at: number;
     }[];
+    this.#from = from;
     for (let i = rows.length - 1; i >= 0; i--) {
       const row = rows[i]!;
-      // The open batch's own rows are in #batch (or undone).
-      if (row.id >= this.#batchMinId) continue;
       this.#put(DedupeWindow.key(row.usage_id, row.payload_hash), {
         id: row.id,
         createdAt: row.created_at,
       });
     }
-    this.#from = from;
-    this.#expiredTo = cutoff;
-    this.#trim();
   }
 
-  /** Drops entries created at or before `cutoff` (less the slack), oldest first. */
-  #expire(cutoff: number): void {
-    const horizon = cutoff - SLACK_MS;
-    while (this.#head < this.#order.length) {
-      const { key, entry } = this.#order[this.#head]!;
-      if (this.#entries.get(key) === entry) {
-        if (entry.createdAt > horizon) break;
-        this.#entries.delete(key);
-      }
-      this.#head++;
-    }
-    this.#compactOrder();
-    this.#expiredTo = cutoff;
-    if (horizon > this.#from) this.#from = horizon;
-  }
-
-  /** Sets a key's entry unless it holds a newer one, moving it last. */
+  /** Sets a key's entry unless it holds a newer one. */
   #put(key: string, entry: DedupeEntry): void {
-    const held = this.#entries.get(key);
-    if (held !== undefined) {
-      if (newer(held, entry)) return;
-      this.#entries.delete(key);
+    const held = this.#newer.get(key) ?? this.#older.get(key);
+    if (held !== undefined && newer(held, entry)) return;
+    if (this.#newer.size >= this.#generationSize && !this.#newer.has(key)) {
+      // Past the capacity: the reports dropped are missed, not reloaded.
+      this.#retireOlder(false);
     }
-    this.#entries.set(key, entry);
-    this.#order.push({ key, entry });
+    this.#newer.set(key, entry);
+    if (entry.createdAt > this.#newerLatest) {
+      this.#newerLatest = entry.createdAt;
+    }
   }
 
-  #trim(): void {
-    let excess = this.#entries.size - this.#capacity;
-    while (excess > 0 && this.#head < this.#order.length) {
-      const { key, entry } = this.#order[this.#head++]!;
-      if (this.#entries.get(key) !== entry) continue;
-      this.#entries.delete(key);
-      excess--;
+  /**
+   * Drops the older generation, and the newer one becomes it. With
+   * `expired`, every entry dropped is past the window, and so `from` moves
+   * to the latest of them (every report created after it is still held).
+   */
+  #retireOlder(expired: boolean): void {
+    if (expired && this.#olderLatest > this.#from) {
+      this.#from = this.#olderLatest;
     }
-    this.#compactOrder();
-  }
-
-  #clear(): void {
-    this.#entries.clear();
-    this.#order = [];
-    this.#head = 0;
-  }
-
-  /** Drops the consumed front of `#order` once it is most of the array. */
-  #compactOrder(): void {
-    if (this.#head > 1024 && this.#head * 2 > this.#order.length) {
-      this.#order = this.#order.slice(this.#head);
-      this.#head = 0;
-    }
+    this.#older = this.#newer;
+    this.#olderLatest = this.#newerLatest;
+    this.#newer = new Map();
+    this.#newerLatest = -Infinity;
   }
 }
 

@@ -18,7 +18,7 @@
  *
  * A session's identical reports within the dedupe window are found in
  * memory (`_sqlite_dedupe_window.ts`, loaded from the table on first use and
- * kept as writes commit), not through an index on the random payload hash.
+ * kept as writes succeed), not through an index on the random payload hash.
  * Unlike the batch's in-memory state (which lives while the batch holds the
  * write lock), it outlives a batch, so it expects this storage to be the
  * only writer of reports to the file: a report stored meanwhile by another
@@ -226,10 +226,11 @@ export interface SqliteStorageOptions {
   grouping?: boolean;
   /**
    * The most reports the in-memory duplicate finder remembers (the latest
-   * of each session's distinct payloads within the dedupe window). Past it
-   * the oldest are forgotten, so in a flood of more distinct reports than
-   * this within one window, a repeat of a forgotten one is stored again
-   * instead of counted. @default {100000}
+   * of each session's distinct payloads within the dedupe window), an
+   * integer of at least 2. Past it the older half is forgotten at once (the
+   * newest half is always remembered), so in a flood of more distinct
+   * reports than this within one window, a repeat of a forgotten one is
+   * stored again instead of counted. @default {100000}
    */
   dedupeCapacity?: number;
   /**
@@ -417,6 +418,12 @@ export class SqliteStorage implements Storage {
       );
     }
     this.#countsEvery = { ...every };
+    const dedupeCapacity = options.dedupeCapacity ?? DEFAULT_DEDUPE_CAPACITY;
+    if (!(Number.isSafeInteger(dedupeCapacity) && dedupeCapacity >= 2)) {
+      throw new RangeError(
+        `dedupeCapacity must be an integer of at least 2, got ${dedupeCapacity}`,
+      );
+    }
     this.#db = new DatabaseSync(path);
     const synchronous = options.synchronous ?? "full";
     this.#db.exec(`
@@ -429,10 +436,7 @@ export class SqliteStorage implements Storage {
     `);
     this.#migrate();
     this.#prepare();
-    this.#dedupe = new DedupeWindow(
-      this.#db,
-      options.dedupeCapacity ?? DEFAULT_DEDUPE_CAPACITY,
-    );
+    this.#dedupe = new DedupeWindow(this.#db, dedupeCapacity);
     this.#grouping = new SqliteGrouping(
       this.#db,
       options.notices,
