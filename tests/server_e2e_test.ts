@@ -342,10 +342,26 @@ async function storedReports(
   }
 }
 
-Deno.test("server.ts loses no acknowledged report when killed with SIGKILL mid-flood", async () => {
+// The default (synchronous=NORMAL) and FULL: both survive a crash of the
+// process (FULL also a power loss, which no test here can cause).
+for (
+  const [mode, flags] of [
+    ["the default synchronous=NORMAL", []],
+    ["synchronous=FULL", ["--synchronous", "full"]],
+  ] as const
+) {
+  Deno.test(`server.ts with ${mode} loses no acknowledged report when killed with SIGKILL mid-flood`, async () => {
+    await killMidFlood([...flags]);
+  });
+}
+
+async function killMidFlood(flags: string[]): Promise<void> {
   const { dir, db } = await tempDb();
   const env = { NBR_ADMIN_TOKEN: TOKEN };
-  const server = await startServerProcess(["--db", db, "--no-limits"], env);
+  const server = await startServerProcess(
+    ["--db", db, "--no-limits", ...flags],
+    env,
+  );
   let acked: Acked[];
   try {
     const sessions: string[] = [];
@@ -386,7 +402,7 @@ Deno.test("server.ts loses no acknowledged report when killed with SIGKILL mid-f
     await restarted.stop();
     await Deno.remove(dir, { recursive: true });
   }
-});
+}
 
 Deno.test("server.ts shuts down on SIGTERM after answering the requests in flight", async () => {
   const { dir, db } = await tempDb();

@@ -54,7 +54,7 @@ export interface ServerConfig {
   retentionDays: number;
   /** The size cap of the data, in MiB. @default {1024} */
   maxDbMib: number;
-  /** SQLite's `synchronous`: `full` survives power loss, `normal` survives crashes. @default {"full"} */
+  /** SQLite's `synchronous`: `normal` survives a crash of the process, `full` also a power loss. @default {"normal"} */
   synchronous: "full" | "normal";
   /** Serve the dashboard without sign-in (no admin token; loopback only). @default {false} */
   dashboardOpen: boolean;
@@ -81,8 +81,9 @@ Options:
   --retention-days <n>  delete raw reports older than this (default 90)
   --max-db-mib <n>      past this size delete the oldest raw reports first;
                         per-day counts stay (default 1024)
-  --synchronous <mode>  full (default: acknowledged reports survive power loss)
-                        or normal (they survive a crash of the process)
+  --synchronous <mode>  normal (default: acknowledged reports survive a crash
+                        of the process) or full (they also survive a power
+                        loss, with an fsync per commit: slower)
   --dashboard-open      serve the web dashboard without sign-in, for one person
                         on this machine: only without NBR_ADMIN_TOKEN, and the
                         server then listens on loopback only (127.0.0.1 unless
@@ -219,7 +220,7 @@ export function parseServerArgs(
     },
   });
   if (values.help) return "help";
-  const synchronous = values.synchronous ?? "full";
+  const synchronous = values.synchronous ?? "normal";
   if (synchronous !== "full" && synchronous !== "normal") {
     throw new RangeError(
       `--synchronous must be full or normal, got ${
