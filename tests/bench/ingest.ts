@@ -3,19 +3,23 @@
  * `Deno.serve` answering 204 to the same requests.
  *
  * 1. Throughput: `wrk` (closed loop, a Lua script posting distinct reports)
- *    against the collector (`--no-limits`) and against the bare server; then,
- *    as a reference, against `minimal_durable_server.ts` (one INSERT per
- *    report, group commit, nothing else) with `synchronous` FULL and NORMAL:
- *    what SQLite's commits alone leave of the bare server's throughput.
+ *    against the bare server, the collector (`--no-limits`, with
+ *    `synchronous` NORMAL, its default, and FULL) and, as a reference,
+ *    `minimal_durable_server.ts` (one INSERT per report, group commit,
+ *    nothing else) with FULL and NORMAL: what SQLite's commits alone leave of
+ *    the bare server's throughput. All of them run together, measured in
+ *    interleaved rounds; each figure is a server's median round.
  * 2. Latency at a fixed rate: an open-loop generator (latency measured from
  *    each request's scheduled time, so a stall is not hidden) at 2,000
- *    reports/s against the collector.
+ *    reports/s against the bare server and the collector.
  * 3. Flood isolation: with limits on and `--trust-proxy`, `wrk` sends 50,000
  *    reports from one address (X-Forwarded-For) while other addresses report
  *    within their limits; their p99 is compared with the same traffic alone.
  *
  * Run: `deno run --allow-all tests/bench/ingest.ts` (needs `wrk`, Debian package `wrk`).
- * Flags: `--duration <s>` (default 10), `--connections <n>` (default 32), `--rate <n>` (default 2000).
+ * Flags: `--duration <s>` (default 10), `--connections <n>` (default 32), `--rate <n>` (default 2000),
+ * `--rounds <n>` (default 3: each throughput figure is the median of that many runs, and the
+ * servers' runs are interleaved).
  *
  * @module
  */
@@ -308,6 +312,30 @@ async function openLoop(
   };
 }
 
+/** The collector's settings measured: the default first. */
+const COLLECTOR_VARIANTS: readonly { label: string; flags: string[] }[] = [
+  { label: "collector, SQLite synchronous=NORMAL (default)", flags: [] },
+  {
+    label: "collector, SQLite synchronous=FULL",
+    flags: ["--synchronous", "full"],
+  },
+];
+
+/** A server measured for throughput, and its rounds. */
+interface ThroughputServer {
+  label: string;
+  url: string;
+  path: string;
+  stop(): Promise<unknown>;
+  rounds: IngestFigures[];
+}
+
+/** The run with the median throughput (the lower middle of an even count). */
+function median(runs: IngestFigures[]): IngestFigures {
+  const sorted = [...runs].sort((a, b) => a.perSecond - b.perSecond);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
+
 /** A reference server: a Deno child that prints `listening on <url>`. */
 interface ReferenceServer {
   url: string;
@@ -408,11 +436,18 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
       duration: { type: "string", default: "10" },
       connections: { type: "string", default: "32" },
       rate: { type: "string", default: "2000" },
+      rounds: { type: "string", default: "3" },
     },
   });
   const seconds = Number(values.duration);
   const connections = Number(values.connections);
   const rate = Number(values.rate);
+  const rounds = Number(values.rounds);
+  if (!(Number.isInteger(rounds) && rounds >= 1)) {
+    throw new Error(
+      `--rounds must be a positive integer, got ${values.rounds}`,
+    );
+  }
   const dir = await Deno.makeTempDir({ prefix: "nbr-bench-" });
   const results: IngestFigures[] = [];
   const print = (figures: IngestFigures) => {
@@ -420,113 +455,107 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
     console.log(format(figures));
   };
   console.log(
-    `ingest benchmark (SQLite, loopback, wrk -c ${connections}, ${seconds} s per run)`,
+    `ingest benchmark (SQLite, loopback, wrk -c ${connections}, ${seconds} s per run, ${rounds} interleaved rounds, medians)`,
   );
   try {
-    // 1. Throughput, collector vs bare server, same requests; 2. latency at a fixed rate.
-    const bare = await startBareServer();
+    // 1. Throughput: every server answers the same requests, in interleaved
+    // rounds (a slower or busier moment of the machine falls on all of them),
+    // and each is rated by its median round.
+    const servers: ThroughputServer[] = [];
     try {
-      const variants: { label: string; flags: string[] }[] = [
-        { label: "collector, SQLite synchronous=FULL (default)", flags: [] },
-        {
-          label: "collector, SQLite synchronous=NORMAL",
-          flags: ["--synchronous", "normal"],
-        },
-      ];
-      const barePath = "/errors/00000000000000000000000000000000/";
-      await runWrk("warm-up", bare.url, barePath, { seconds: 2, connections });
-      const bareFigures = await runWrk(
-        "bare Deno.serve (204), same requests",
-        bare.url,
-        barePath,
-        {
-          seconds,
-          connections,
-        },
-      );
-      print(bareFigures);
-      print(
-        await openLoop(
-          `bare Deno.serve at ${rate} requests/s (open loop)`,
-          bare.url,
-          rate,
-          seconds,
-          (i) => rawPost(bare.url, barePath, `${PAYLOAD_PREFIX}${1e12 + i}}`),
-        ),
-      );
-      for (const variant of variants) {
+      const bare = await startBareServer();
+      servers.push({
+        label: "bare Deno.serve (204), same requests",
+        url: bare.url,
+        path: "/errors/00000000000000000000000000000000/",
+        stop: () => bare.stop(),
+        rounds: [],
+      });
+      for (const variant of COLLECTOR_VARIANTS) {
         const collector = await startServerProcess([
           "--db",
-          `${dir}/throughput-${results.length}.db`,
+          `${dir}/throughput-${servers.length}.db`,
           "--no-limits",
           ...variant.flags,
         ]);
-        try {
-          const uuid = await createSession(collector.url);
-          const path = `/errors/${uuid}/`;
-          await runWrk("warm-up", collector.url, path, {
-            seconds: 2,
-            connections,
-          });
-          const figures = await runWrk(
-            `${variant.label}, --no-limits`,
-            collector.url,
-            path,
-            {
-              seconds,
-              connections,
-            },
-          );
-          print(figures);
-          const fixed = await openLoop(
-            `${variant.label} at ${rate} reports/s (open loop)`,
-            collector.url,
-            rate,
-            seconds,
-            (i) =>
-              rawPost(collector.url, path, `${PAYLOAD_PREFIX}${1e12 + i}}`),
-          );
-          print(fixed);
-          console.log(
-            `  => throughput ${
-              (100 * figures.perSecond / bareFigures.perSecond).toFixed(1)
-            }% of bare ` +
-              `(target >= 40%); p99 at ${rate} reports/s ${
-                fixed.p99.toFixed(2)
-              } ms (target < 50 ms)`,
-          );
-        } finally {
-          await collector.stop();
-        }
+        servers.push({
+          label: `${variant.label}, --no-limits`,
+          url: collector.url,
+          path: `/errors/${await createSession(collector.url)}/`,
+          stop: () => collector.stop(),
+          rounds: [],
+        });
       }
       for (const synchronous of ["full", "normal"] as const) {
         const reference = await startMinimalDurableServer(
           `${dir}/minimal-${synchronous}.db`,
           synchronous,
         );
-        try {
-          await runWrk("warm-up", reference.url, barePath, {
-            seconds: 2,
-            connections,
-          });
-          const figures = await runWrk(
+        servers.push({
+          label:
             `reference: minimal durable server, synchronous=${synchronous.toUpperCase()}`,
-            reference.url,
-            barePath,
-            { seconds, connections },
+          url: reference.url,
+          path: "/errors/00000000000000000000000000000000/",
+          stop: () => reference.stop(),
+          rounds: [],
+        });
+      }
+      for (const server of servers) {
+        await runWrk("warm-up", server.url, server.path, {
+          seconds: 2,
+          connections,
+        });
+      }
+      for (let round = 0; round < rounds; round++) {
+        for (const server of servers) {
+          server.rounds.push(
+            await runWrk(server.label, server.url, server.path, {
+              seconds,
+              connections,
+            }),
           );
-          print(figures);
+        }
+      }
+      const bareMedian = median(servers[0]!.rounds);
+      for (const server of servers) {
+        const figures = median(server.rounds);
+        print(figures);
+        const share = (100 * figures.perSecond / bareMedian.perSecond)
+          .toFixed(1);
+        const each = server.rounds.map((r) => r.perSecond.toFixed(0)).join(
+          ", ",
+        );
+        console.log(
+          server === servers[0]
+            ? `  rounds: ${each}/s`
+            : server.label.startsWith("reference")
+            ? `  => ${share}% of bare (rounds: ${each}/s): one INSERT per report and a commit per batch, none of the collector's work`
+            : `  => throughput ${share}% of bare (target >= 40%; rounds: ${each}/s)`,
+        );
+      }
+      // 2. Latency at a fixed rate, bare server and collectors.
+      for (const server of servers.slice(0, 1 + COLLECTOR_VARIANTS.length)) {
+        const fixed = await openLoop(
+          `${
+            server.label.replace(/, (same requests|--no-limits)$/, "")
+          } at ${rate} requests/s (open loop)`,
+          server.url,
+          rate,
+          seconds,
+          (i) =>
+            rawPost(server.url, server.path, `${PAYLOAD_PREFIX}${1e12 + i}}`),
+        );
+        print(fixed);
+        if (server !== servers[0]) {
           console.log(
-            `  => ${
-              (100 * figures.perSecond / bareFigures.perSecond).toFixed(1)
-            }% of bare: one INSERT per report and a commit per batch, none of the collector's work`,
+            `  => p99 at ${rate} reports/s ${
+              fixed.p99.toFixed(2)
+            } ms (target < 50 ms)`,
           );
-        } finally {
-          await reference.stop();
         }
       }
     } finally {
-      await bare.stop();
+      for (const server of servers) await server.stop();
     }
 
     // 3. Flood from one address vs everyone else, limits on.
