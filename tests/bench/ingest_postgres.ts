@@ -5,7 +5,7 @@
  * costs per report on either engine.
  *
  * 1. Throughput: collector processes started with `--no-limits`; SQLite
- *    (`--db`, synchronous=FULL), PostgreSQL with one instance, and two
+ *    (`--db`, `--synchronous full`, like PostgreSQL's fsync per commit), PostgreSQL with one instance, and two
  *    instances on one database, each driven by its own `wrk` with half the
  *    connections (their throughputs add up).
  * 2. Grouping overhead: the same handler served in this process on a
@@ -186,6 +186,9 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
       "--db",
       `${dir}/ingest.db`,
       "--no-limits",
+      // An fsync per commit, as PostgreSQL's (synchronous_commit on).
+      "--synchronous",
+      "full",
     ]);
     let sqliteFigures: IngestFigures;
     try {
