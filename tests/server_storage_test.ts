@@ -53,7 +53,6 @@ Deno.test("SqliteStorage migrates a new file once, records the version and uses 
     for (
       const name of [
         "reports_notebook_id",
-        "reports_created_at",
         "reports_usage",
         "usages_created_at",
       ]
@@ -63,6 +62,10 @@ Deno.test("SqliteStorage migrates a new file once, records the version and uses 
     assert(
       !indexes.includes("reports_usage_hash"),
       "reports_usage_hash is dropped by migration 6 (duplicates are found in memory)",
+    );
+    assert(
+      !indexes.includes("reports_created_at"),
+      "reports_created_at is dropped by migration 9 (pruning goes in arrival order)",
     );
     raw.prepare(
       "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
@@ -130,10 +133,14 @@ Deno.test("SqliteStorage finds a session's reports and prunes sessions without r
         const plan = raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as {
           detail: string;
         }[];
-        // "SCAN r" reads every row; "SCAN reports USING INDEX …" with a
-        // LIMIT (eviction, oldest first) stops early and is not counted.
+        // "SCAN r" reads every row, unless in row id order under a LIMIT
+        // (the oldest or newest reports: pruning, eviction, the duplicate
+        // finder's load), which stops early; "SCAN reports USING INDEX …"
+        // with a LIMIT does too. Neither is counted.
+        const byIdUnderLimit = /ORDER BY (r\.)?id( DESC)? LIMIT \?\)?\s*$/i
+          .test(sql);
         const full = plan.filter((step) =>
-          /^SCAN (r|reports)$/.test(step.detail)
+          /^SCAN (r|reports)$/.test(step.detail) && !byIdUnderLimit
         );
         if (full.length > 0) {
           scans.push(
@@ -207,5 +214,40 @@ Deno.test("SqliteStorage.prune() evicts the oldest raw reports first past the si
     });
     assertEquals(counts[0]!.reports, 2000);
     await storage.close();
+  });
+});
+
+Deno.test("SqliteStorage prunes expired reports in arrival order, past a chunk, and one stored after the clock stepped back waits for those before it", async () => {
+  await withDb(async (path) => {
+    const storage = await openSqliteStorage(path);
+    try {
+      const usage = await storage.createUsage("nb", T0 - 200 * DAY);
+      // 5,003 expired reports (more than one chunk of 5,000), then a fresh
+      // one, then one whose time is 100 days back (the clock stepped back).
+      for (let i = 0; i < 5_003; i += 1_000) {
+        await Promise.all(
+          Array.from(
+            { length: Math.min(1_000, 5_003 - i) },
+            (_, j) =>
+              storage.addReport(input(usage.uuid, i + j, T0 - 100 * DAY)),
+          ),
+        );
+      }
+      await storage.addReport(input(usage.uuid, 10_000, T0));
+      await storage.addReport(input(usage.uuid, 10_001, T0 - 100 * DAY));
+      const prune = (now: number) =>
+        storage.prune({ now, maxAgeMs: 90 * DAY, maxBytes: 1 << 30 });
+      assertEquals((await prune(T0)).expiredReports, 5_003);
+      const left = async () =>
+        (await storage.listUsageReports([usage.uuid])).map((r) =>
+          r.execution_count
+        );
+      assertEquals(await left(), [10_000, 10_001]);
+      // Once the report before it expires, both go.
+      assertEquals((await prune(T0 + 91 * DAY)).expiredReports, 2);
+      assertEquals(await left(), []);
+    } finally {
+      await storage.close();
+    }
   });
 });

@@ -51,8 +51,11 @@ const SLACK_MS = 10_000;
  * Limits: past the capacity the older half is dropped, so under a flood of
  * more distinct reports than that within one window, a repeat of a dropped
  * one is stored again instead of counted. It always keeps at least the
- * newest half of the capacity (at least one). Reports stored by another
- * connection after the load are not seen (the collector has one writer).
+ * newest half of the capacity (at least one). The load reads reports in
+ * arrival order from the newest and stops at the first created before the
+ * window, so after the clock stepped back, earlier arrivals with later
+ * times are missed. Reports stored by another connection after the load
+ * are not seen (the collector has one writer).
  *
  * @example Usage
  * ```ts ignore
@@ -90,10 +93,10 @@ export class DedupeWindow {
   constructor(db: DatabaseSync, capacity: number = DEFAULT_DEDUPE_CAPACITY) {
     this.#capacity = capacity;
     this.#generationSize = Math.max(1, Math.floor(capacity / 2));
-    // The newest reports first, at most the capacity.
+    // The newest reports first (in arrival order), at most the capacity.
     this.#load = db.prepare(
       `SELECT id, usage_id, payload_hash, created_at FROM reports
-       WHERE created_at > ? ORDER BY created_at DESC, id DESC LIMIT ?`,
+       ORDER BY id DESC LIMIT ?`,
     );
   }
 
@@ -184,17 +187,19 @@ export class DedupeWindow {
 
   /**
    * Loads the reports (this connection's, open batch's included) created
-   * after `cutoff` (less the slack), at most the capacity, newest kept.
+   * after `cutoff` (less the slack), at most the capacity, newest kept:
+   * read in arrival order from the newest, up to the first created before
+   * (so one stored before it with a later time, after the clock stepped
+   * back, is missed, and stored again instead of counted).
    */
   #reload(cutoff: number): void {
     this.forget();
     const from = cutoff - SLACK_MS;
-    const rows = this.#load.all(from, this.#capacity) as unknown as {
-      id: number;
-      usage_id: number;
-      payload_hash: string;
-      created_at: number;
-    }[];
+    const rows: LoadedRow[] = [];
+    for (const row of this.#load.iterate(this.#capacity)) {
+      if ((row as unknown as LoadedRow).created_at <= from) break;
+      rows.push(row as unknown as LoadedRow);
+    }
     this.#from = from;
     for (let i = rows.length - 1; i >= 0; i--) {
       const row = rows[i]!;
@@ -233,6 +238,14 @@ export class DedupeWindow {
     this.#newer = new Map();
     this.#newerLatest = -Infinity;
   }
+}
+
+/** A report row as the duplicate finder loads it. */
+interface LoadedRow {
+  id: number;
+  usage_id: number;
+  payload_hash: string;
+  created_at: number;
 }
 
 /** Whether `a` is the later report (by creation time, then id). */

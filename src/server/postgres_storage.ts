@@ -85,7 +85,7 @@ import {
  * ```ts
  * import { POSTGRES_MIGRATIONS } from "./postgres_storage.ts";
  *
- * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6, 7, 8]
+ * console.log(POSTGRES_MIGRATIONS.map((m) => m.version)); // [1, 2, 3, 4, 5, 6, 7, 8, 9]
  * ```
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -891,6 +891,12 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     // writes them with each batch.
     version: 8,
     name: "counts written behind the reports, up to a recorded report",
+    sql: "",
+  },
+  {
+    // SQLite dropped its index on created_at; PostgreSQL keeps its own.
+    version: 9,
+    name: "reports pruned in arrival order, without the index on created_at",
     sql: "",
   },
 ];

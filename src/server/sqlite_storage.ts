@@ -192,6 +192,14 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
         SELECT 1, coalesce(max(id), 0) FROM reports;
     `,
   },
+  {
+    // Its leaf pages (often two with a split) were written at every commit.
+    // Pruning and the duplicate finder's load go in arrival (id) order
+    // instead, and stop at the first report that does not qualify.
+    version: 9,
+    name: "reports pruned in arrival order, without the index on created_at",
+    sql: "DROP INDEX reports_created_at;",
+  },
 ];
 
 /**
@@ -535,6 +543,8 @@ export class SqliteStorage implements Storage {
         "UPDATE usages SET report_count = report_count + ?, last_report_at = ? WHERE id = ?",
       bumpDuplicate:
         "UPDATE reports SET occurrences = occurrences + 1, last_seen_at = ? WHERE id = ?",
+      oldestReports: "SELECT id, created_at FROM reports ORDER BY id LIMIT ?",
+      deleteReportsThrough: "DELETE FROM reports WHERE id <= ?",
       insertReport:
         `INSERT INTO reports (usage_id, notebook, created_at, last_seen_at,
         payload_hash, error_name, error_message, traceback, first_line, execution_count,
@@ -1143,11 +1153,21 @@ export class SqliteStorage implements Storage {
     let expiredReports = 0;
     for (;;) {
       const deleted = await this.#write(() => {
+        // In arrival order, a chunk at a time from the oldest, up to the
+        // first report not expired: one stored after it with an earlier
+        // time (the clock stepped back) waits until that one expires too.
+        const oldest = this.#st("oldestReports").all(chunk) as {
+          id: number;
+          created_at: number;
+        }[];
+        let expired = 0;
+        while (
+          expired < oldest.length && oldest[expired]!.created_at < cutoff
+        ) expired++;
+        if (expired === 0) return 0;
         const n = Number(
-          this.#db.prepare(
-            `DELETE FROM reports WHERE id IN
-             (SELECT id FROM reports WHERE created_at < ? ORDER BY created_at LIMIT ?)`,
-          ).run(cutoff, chunk).changes,
+          this.#st("deleteReportsThrough").run(oldest[expired - 1]!.id)
+            .changes,
         );
         if (n > 0) this.#dedupe.forgetBefore(cutoff);
         return n;
@@ -1176,7 +1196,7 @@ export class SqliteStorage implements Storage {
         const evicted = Number(
           this.#db.prepare(
             `DELETE FROM reports WHERE id IN
-             (SELECT id FROM reports ORDER BY created_at, id LIMIT ?)`,
+             (SELECT id FROM reports ORDER BY id LIMIT ?)`,
           ).run(n).changes,
         );
         if (evicted > 0) this.#dedupe.forget();
