@@ -18,7 +18,7 @@
  *
  * Run: `deno run --allow-all tests/bench/ingest.ts` (needs `wrk`, Debian package `wrk`).
  * Flags: `--duration <s>` (default 10), `--connections <n>` (default 32), `--rate <n>` (default 2000),
- * `--rounds <n>` (default 3: each throughput figure is the median of that many runs, and the
+ * `--rounds <n>` (default 5: each throughput figure is the median of that many runs, and the
  * servers' runs are interleaved).
  *
  * @module
@@ -436,7 +436,7 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
       duration: { type: "string", default: "10" },
       connections: { type: "string", default: "32" },
       rate: { type: "string", default: "2000" },
-      rounds: { type: "string", default: "3" },
+      rounds: { type: "string", default: "5" },
     },
   });
   const seconds = Number(values.duration);
