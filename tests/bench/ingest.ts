@@ -323,6 +323,9 @@ const COLLECTOR_VARIANTS: readonly { label: string; flags: string[] }[] = [
 
 /** A server measured for throughput, and its rounds. */
 interface ThroughputServer {
+  kind: "bare" | "collector" | "reference";
+  /** What it is, without how it was driven. */
+  name: string;
   label: string;
   url: string;
   path: string;
@@ -465,6 +468,8 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
     try {
       const bare = await startBareServer();
       servers.push({
+        kind: "bare",
+        name: "bare Deno.serve (204)",
         label: "bare Deno.serve (204), same requests",
         url: bare.url,
         path: "/errors/00000000000000000000000000000000/",
@@ -479,6 +484,8 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           ...variant.flags,
         ]);
         servers.push({
+          kind: "collector",
+          name: variant.label,
           label: `${variant.label}, --no-limits`,
           url: collector.url,
           path: `/errors/${await createSession(collector.url)}/`,
@@ -491,9 +498,12 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           `${dir}/minimal-${synchronous}.db`,
           synchronous,
         );
+        const name =
+          `reference: minimal durable server, synchronous=${synchronous.toUpperCase()}`;
         servers.push({
-          label:
-            `reference: minimal durable server, synchronous=${synchronous.toUpperCase()}`,
+          kind: "reference",
+          name,
+          label: name,
           url: reference.url,
           path: "/errors/00000000000000000000000000000000/",
           stop: () => reference.stop(),
@@ -516,7 +526,9 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           );
         }
       }
-      const bareMedian = median(servers[0]!.rounds);
+      const bareMedian = median(
+        servers.find((server) => server.kind === "bare")!.rounds,
+      );
       for (const server of servers) {
         const figures = median(server.rounds);
         print(figures);
@@ -526,19 +538,18 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           ", ",
         );
         console.log(
-          server === servers[0]
+          server.kind === "bare"
             ? `  rounds: ${each}/s`
-            : server.label.startsWith("reference")
+            : server.kind === "reference"
             ? `  => ${share}% of bare (rounds: ${each}/s): one INSERT per report and a commit per batch, none of the collector's work`
             : `  => throughput ${share}% of bare (target >= 40%; rounds: ${each}/s)`,
         );
       }
       // 2. Latency at a fixed rate, bare server and collectors.
-      for (const server of servers.slice(0, 1 + COLLECTOR_VARIANTS.length)) {
+      for (const server of servers) {
+        if (server.kind === "reference") continue;
         const fixed = await openLoop(
-          `${
-            server.label.replace(/, (same requests|--no-limits)$/, "")
-          } at ${rate} requests/s (open loop)`,
+          `${server.name} at ${rate} requests/s (open loop)`,
           server.url,
           rate,
           seconds,
@@ -546,7 +557,7 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
             rawPost(server.url, server.path, `${PAYLOAD_PREFIX}${1e12 + i}}`),
         );
         print(fixed);
-        if (server !== servers[0]) {
+        if (server.kind === "collector") {
           console.log(
             `  => p99 at ${rate} reports/s ${
               fixed.p99.toFixed(2)
