@@ -363,7 +363,7 @@ export function openSqliteStorage(
  * import { SqliteStorage } from "./sqlite_storage.ts";
  *
  * const storage = new SqliteStorage(":memory:");
- * console.log(storage.schemaVersion); // 8
+ * console.log(storage.schemaVersion); // 9
  * await storage.close();
  * ```
  */

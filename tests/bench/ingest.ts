@@ -8,7 +8,11 @@
  *    `minimal_durable_server.ts` (one INSERT per report, group commit,
  *    nothing else) with FULL and NORMAL: what SQLite's commits alone leave of
  *    the bare server's throughput. All of them run together, measured in
- *    interleaved rounds; each figure is a server's median round.
+ *    interleaved rounds; each figure is a server's median round. Each round
+ *    also records the CPU time the server process used per request (from
+ *    `/proc/<pid>/stat`, Linux only): the bare server's throughput is bounded
+ *    by sharing the machine's cores with `wrk`, and this figure compares the
+ *    servers' own work per request without that.
  * 2. Latency at a fixed rate: an open-loop generator (latency measured from
  *    each request's scheduled time, so a stall is not hidden) at 2,000
  *    reports/s against the bare server and the collector.
@@ -328,9 +332,48 @@ interface ThroughputServer {
   name: string;
   label: string;
   url: string;
+  /** Its process. */
+  pid: number;
+  /** Per round: CPU µs its process used per request answered, when known. */
+  cpuPerRequest: (number | undefined)[];
   path: string;
   stop(): Promise<unknown>;
   rounds: IngestFigures[];
+}
+
+/** Clock ticks per second of `/proc/<pid>/stat`'s times. */
+let clockTicks: number | undefined;
+
+/**
+ * The CPU seconds (user and system, all threads) a process has used, from
+ * `/proc/<pid>/stat`; `undefined` where there is no such file (not Linux).
+ */
+async function processCpuSeconds(pid: number): Promise<number | undefined> {
+  let stat: string;
+  try {
+    stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  } catch {
+    return undefined;
+  }
+  if (clockTicks === undefined) {
+    const output = await new Deno.Command("getconf", { args: ["CLK_TCK"] })
+      .output().catch(() => undefined);
+    const ticks = Number(new TextDecoder().decode(output?.stdout).trim());
+    clockTicks = Number.isInteger(ticks) && ticks > 0 ? ticks : 100;
+  }
+  // The fields after the command name (which may hold spaces), from `state`
+  // (field 3): utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/** The median of the known values, or `undefined`. */
+function medianOf(values: (number | undefined)[]): number | undefined {
+  const known = values.filter((v): v is number => v !== undefined)
+    .sort((a, b) => a - b);
+  return known.length === 0
+    ? undefined
+    : known[Math.floor((known.length - 1) / 2)];
 }
 
 /** The run with the median throughput (the lower middle of an even count). */
@@ -342,6 +385,7 @@ function median(runs: IngestFigures[]): IngestFigures {
 /** A reference server: a Deno child that prints `listening on <url>`. */
 interface ReferenceServer {
   url: string;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -392,6 +436,7 @@ async function startReferenceServer(
   child.stdout.cancel().catch(() => {});
   return {
     url: /listening on (\S+)/.exec(out)![1]!,
+    pid: child.pid,
     async stop() {
       child.kill("SIGTERM");
       await child.status;
@@ -472,9 +517,11 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
         name: "bare Deno.serve (204)",
         label: "bare Deno.serve (204), same requests",
         url: bare.url,
+        pid: bare.pid,
         path: "/errors/00000000000000000000000000000000/",
         stop: () => bare.stop(),
         rounds: [],
+        cpuPerRequest: [],
       });
       for (const variant of COLLECTOR_VARIANTS) {
         const collector = await startServerProcess([
@@ -488,9 +535,11 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           name: variant.label,
           label: `${variant.label}, --no-limits`,
           url: collector.url,
+          pid: collector.pid,
           path: `/errors/${await createSession(collector.url)}/`,
           stop: () => collector.stop(),
           rounds: [],
+          cpuPerRequest: [],
         });
       }
       for (const synchronous of ["full", "normal"] as const) {
@@ -505,9 +554,11 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           name,
           label: name,
           url: reference.url,
+          pid: reference.pid,
           path: "/errors/00000000000000000000000000000000/",
           stop: () => reference.stop(),
           rounds: [],
+          cpuPerRequest: [],
         });
       }
       for (const server of servers) {
@@ -518,17 +569,24 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
       }
       for (let round = 0; round < rounds; round++) {
         for (const server of servers) {
-          server.rounds.push(
-            await runWrk(server.label, server.url, server.path, {
-              seconds,
-              connections,
-            }),
+          const cpuBefore = await processCpuSeconds(server.pid);
+          const run = await runWrk(server.label, server.url, server.path, {
+            seconds,
+            connections,
+          });
+          const cpuAfter = await processCpuSeconds(server.pid);
+          server.rounds.push(run);
+          server.cpuPerRequest.push(
+            cpuBefore === undefined || cpuAfter === undefined ||
+              run.requests === 0
+              ? undefined
+              : (cpuAfter - cpuBefore) * 1e6 / run.requests,
           );
         }
       }
-      const bareMedian = median(
-        servers.find((server) => server.kind === "bare")!.rounds,
-      );
+      const bareServer = servers.find((server) => server.kind === "bare")!;
+      const bareMedian = median(bareServer.rounds);
+      const bareCpu = medianOf(bareServer.cpuPerRequest);
       for (const server of servers) {
         const figures = median(server.rounds);
         print(figures);
@@ -537,6 +595,7 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
         const each = server.rounds.map((r) => r.perSecond.toFixed(0)).join(
           ", ",
         );
+        const cpu = medianOf(server.cpuPerRequest);
         console.log(
           server.kind === "bare"
             ? `  rounds: ${each}/s`
@@ -544,6 +603,17 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
             ? `  => ${share}% of bare (rounds: ${each}/s): one INSERT per report and a commit per batch, none of the collector's work`
             : `  => throughput ${share}% of bare (target >= 40%; rounds: ${each}/s)`,
         );
+        if (cpu !== undefined) {
+          console.log(
+            server.kind === "bare" || bareCpu === undefined
+              ? `  server CPU ${cpu.toFixed(1)} µs per request (median round)`
+              : `  server CPU ${
+                cpu.toFixed(1)
+              } µs per request (median round): the bare server's is ${
+                (100 * bareCpu / cpu).toFixed(1)
+              }% of it`,
+          );
+        }
       }
       // 2. Latency at a fixed rate, bare server and collectors.
       for (const server of servers) {
