@@ -1193,11 +1193,12 @@ export class SqliteStorage implements Storage {
       if (total === 0) break;
       const n = Math.max(100, Math.min(chunk, Math.ceil(total / 20)));
       evictedReports += await this.#write(() => {
+        // The n first to arrive, as pruning by age goes.
+        const oldest = this.#st("oldestReports").all(n) as { id: number }[];
+        if (oldest.length === 0) return 0;
         const evicted = Number(
-          this.#db.prepare(
-            `DELETE FROM reports WHERE id IN
-             (SELECT id FROM reports ORDER BY id LIMIT ?)`,
-          ).run(n).changes,
+          this.#st("deleteReportsThrough").run(oldest[oldest.length - 1]!.id)
+            .changes,
         );
         if (evicted > 0) this.#dedupe.forget();
         return evicted;

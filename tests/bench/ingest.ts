@@ -316,6 +316,9 @@ async function openLoop(
   };
 }
 
+/** The report path of the servers without sessions (bare and reference). */
+const NO_SESSION_PATH = "/errors/00000000000000000000000000000000/";
+
 /** The collector's settings measured: the default first. */
 const COLLECTOR_VARIANTS: readonly { label: string; flags: string[] }[] = [
   { label: "collector, SQLite synchronous=NORMAL (default)", flags: [] },
@@ -367,19 +370,44 @@ async function processCpuSeconds(pid: number): Promise<number | undefined> {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks;
 }
 
-/** The median of the known values, or `undefined`. */
-function medianOf(values: (number | undefined)[]): number | undefined {
-  const known = values.filter((v): v is number => v !== undefined)
-    .sort((a, b) => a - b);
-  return known.length === 0
-    ? undefined
-    : known[Math.floor((known.length - 1) / 2)];
+/** The item with the median value (the lower middle of an even count), or `undefined` if none. */
+function medianBy<T>(items: T[], value: (item: T) => number): T | undefined {
+  const sorted = [...items].sort((a, b) => value(a) - value(b));
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
-/** The run with the median throughput (the lower middle of an even count). */
+/** The run with the median throughput. */
 function median(runs: IngestFigures[]): IngestFigures {
-  const sorted = [...runs].sort((a, b) => a.perSecond - b.perSecond);
-  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return medianBy(runs, (run) => run.perSecond)!;
+}
+
+/** The median of the known values, or `undefined`. */
+function medianOf(values: (number | undefined)[]): number | undefined {
+  return medianBy(
+    values.filter((v): v is number => v !== undefined),
+    (v) => v,
+  );
+}
+
+/** A started server as measured for throughput, before its first round. */
+function throughputServer(
+  kind: ThroughputServer["kind"],
+  name: string,
+  label: string,
+  started: { url: string; pid: number; stop(): Promise<unknown> },
+  path: string,
+): ThroughputServer {
+  return {
+    kind,
+    name,
+    label,
+    url: started.url,
+    pid: started.pid,
+    path,
+    stop: () => started.stop(),
+    rounds: [],
+    cpuPerRequest: [],
+  };
 }
 
 /** A reference server: a Deno child that prints `listening on <url>`. */
@@ -511,18 +539,13 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
     // and each is rated by its median round.
     const servers: ThroughputServer[] = [];
     try {
-      const bare = await startBareServer();
-      servers.push({
-        kind: "bare",
-        name: "bare Deno.serve (204)",
-        label: "bare Deno.serve (204), same requests",
-        url: bare.url,
-        pid: bare.pid,
-        path: "/errors/00000000000000000000000000000000/",
-        stop: () => bare.stop(),
-        rounds: [],
-        cpuPerRequest: [],
-      });
+      servers.push(throughputServer(
+        "bare",
+        "bare Deno.serve (204)",
+        "bare Deno.serve (204), same requests",
+        await startBareServer(),
+        NO_SESSION_PATH,
+      ));
       for (const variant of COLLECTOR_VARIANTS) {
         const collector = await startServerProcess([
           "--db",
@@ -530,36 +553,27 @@ export async function main(args: string[] = []): Promise<IngestFigures[]> {
           "--no-limits",
           ...variant.flags,
         ]);
-        servers.push({
-          kind: "collector",
-          name: variant.label,
-          label: `${variant.label}, --no-limits`,
-          url: collector.url,
-          pid: collector.pid,
-          path: `/errors/${await createSession(collector.url)}/`,
-          stop: () => collector.stop(),
-          rounds: [],
-          cpuPerRequest: [],
-        });
+        servers.push(throughputServer(
+          "collector",
+          variant.label,
+          `${variant.label}, --no-limits`,
+          collector,
+          `/errors/${await createSession(collector.url)}/`,
+        ));
       }
       for (const synchronous of ["full", "normal"] as const) {
-        const reference = await startMinimalDurableServer(
-          `${dir}/minimal-${synchronous}.db`,
-          synchronous,
-        );
         const name =
           `reference: minimal durable server, synchronous=${synchronous.toUpperCase()}`;
-        servers.push({
-          kind: "reference",
+        servers.push(throughputServer(
+          "reference",
           name,
-          label: name,
-          url: reference.url,
-          pid: reference.pid,
-          path: "/errors/00000000000000000000000000000000/",
-          stop: () => reference.stop(),
-          rounds: [],
-          cpuPerRequest: [],
-        });
+          name,
+          await startMinimalDurableServer(
+            `${dir}/minimal-${synchronous}.db`,
+            synchronous,
+          ),
+          NO_SESSION_PATH,
+        ));
       }
       for (const server of servers) {
         await runWrk("warm-up", server.url, server.path, {
